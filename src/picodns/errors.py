@@ -1,0 +1,65 @@
+"""The one error root of PicoDNS, split by who is at fault.
+
+- The peer sent bad bytes: :class:`WireError` (carries the rcode it implies, FORMERR by default).
+- An upstream failed: :class:`UpstreamError` and its :class:`UpstreamTimeout`.
+- The operator gave a bad flag or config value: :class:`ConfigError`, naming the flag.
+
+Each class's docstring is its default message. Stdlib only.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "FORMERR",
+    "NOERROR",
+    "NOTIMP",
+    "NXDOMAIN",
+    "REFUSED",
+    "SERVFAIL",
+    "BADVERS",
+    "ConfigError",
+    "PicoDNSError",
+    "UpstreamError",
+    "UpstreamTimeout",
+    "WireError",
+]
+
+# RFC 1035 4.1.1 / RFC 6891 6.1.3 response codes used across the package.
+NOERROR = 0
+FORMERR = 1
+SERVFAIL = 2
+NXDOMAIN = 3
+NOTIMP = 4
+REFUSED = 5
+BADVERS = 16
+
+
+class PicoDNSError(Exception):
+    """PicoDNS error."""
+
+    def __init__(self, msg: str | None = None) -> None:
+        super().__init__(msg if msg is not None else (self.__doc__ or "").strip())
+
+
+class WireError(PicoDNSError):
+    """Malformed DNS message."""
+
+    def __init__(self, msg: str | None = None, rcode: int = FORMERR) -> None:
+        super().__init__(msg)
+        self.rcode = rcode
+
+
+class UpstreamError(PicoDNSError):
+    """Upstream query failed."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """Upstream query timed out."""
+
+
+class ConfigError(PicoDNSError):
+    """Invalid configuration."""
+
+    def __init__(self, flag: str, msg: str) -> None:
+        super().__init__(f"-{flag}: {msg}")
+        self.flag = flag
