@@ -1,0 +1,5 @@
+"""PicoDNS: a fast, hardened caching DNS forwarder."""
+
+__all__ = ["__version__"]
+
+__version__ = "0.1.0"
