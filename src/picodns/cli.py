@@ -1,0 +1,355 @@
+"""The command line: flags in, a validated :class:`~picodns.config.Config` out, then run.
+
+Rules this module keeps:
+
+- Process edges are parameters: ``main(argv) -> int`` and ``parse_args(argv, resolv_conf)``; no
+  module-level state, so tests call them directly.
+- Flags look like Go's: one or two dashes, ``-flag value`` or ``-flag=value``, no abbreviations,
+  and each flag at most once.
+- A user mistake is one line on stderr naming the flag, exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from collections.abc import Callable
+from typing import TypeVar
+
+from picodns import __version__
+from picodns.config import (
+    LOG_LEVELS,
+    Config,
+    format_hostport,
+    parse_duration,
+    parse_hostport,
+    quote,
+    read_resolv_conf,
+)
+from picodns.errors import ConfigError, PicoDNSError
+
+__all__ = ["InfoRequested", "main", "parse_args", "run", "usage"]
+
+_log = logging.getLogger("picodns")
+
+_T = TypeVar("_T")
+
+_MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
+_MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
+
+# Every flag that takes a value: (name, metavar, meaning). The usage text and the parser both
+# come from this table, so a flag cannot be accepted without being documented.
+_FLAGS: tuple[tuple[str, str, str], ...] = (
+    ("listen", "ADDRS", "comma-separated addresses to serve UDP and TCP on (:PORT = all)"),
+    ("upstreams", "ADDRS", "comma-separated upstream resolvers, IP[:PORT] or [IPv6]:PORT"),
+    ("workers", "N", "concurrent workers forwarding queries (1..65536)"),
+    ("queue-size", "N", "queries that may wait for a worker before drops (1..1000000)"),
+    ("cache-size", "N", "most cached replies, 0 disables caching (0..10000000)"),
+    ("timeout", "DURATION", "time for upstreams to answer a query, failover included (<= 1h)"),
+    ("log-level", "LEVEL", "least severe log level written: debug, info, warn, error"),
+    ("cache-min-ttl", "SECONDS", "keep cached replies at least this long"),
+    ("cache-max-ttl", "SECONDS", "keep cached replies at most this long"),
+    ("tcp-idle-timeout", "DURATION", "close a client TCP connection idle this long"),
+    ("tcp-max-connections", "N", "most client TCP connections per listener (1..65536)"),
+)
+_VALUE_FLAGS = frozenset(name for name, _, _ in _FLAGS)
+_HELP_FLAGS = frozenset({"h", "help"})
+_INFO_FLAGS = _HELP_FLAGS | {"version"}
+
+
+class InfoRequested(Exception):
+    """``-h`` or ``-version`` was given: print :attr:`text` to stdout and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+class _ArgumentError(ConfigError):
+    """A word on the command line that is not a flag at all, so there is no flag to name."""
+
+    def __init__(self, msg: str) -> None:
+        PicoDNSError.__init__(self, msg)
+        self.flag = ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run PicoDNS with the command-line words ``argv`` (default: ``sys.argv[1:]``).
+
+    Returns the process exit status: 0 after ``-h``, ``-version`` or a clean shutdown, 2 after a
+    bad flag or value (reported as one line on stderr). Raises nothing for user mistakes.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_args(args)
+    except InfoRequested as info:
+        print(info.text)
+        return 0
+    except ConfigError as err:
+        # Values are quoted and escaped already; joining lines keeps the one-line promise anyway.
+        print("picodns: " + " ".join(str(err).splitlines()), file=sys.stderr)
+        return 2
+    return run(config)
+
+
+def run(config: Config) -> int:
+    """Serve with ``config`` until shut down; a placeholder until the server exists.
+
+    Returns the exit status, 0. Raises nothing.
+    """
+    _setup_logging(config.log_level)
+    _log.info("picodns: configuration valid; serving is not implemented yet")
+    return 0
+
+
+def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config:
+    """Build a validated :class:`Config` from the command-line words ``argv`` (no program name).
+
+    Returns the Config; when ``-upstreams`` is not given its upstreams are the nameservers in the
+    file ``resolv_conf``. Raises :class:`InfoRequested` for ``-h``/``-help``/``-version`` (before
+    any value is checked), and :class:`ConfigError` naming the flag for an unknown, repeated or
+    valueless flag, a bad value, or no upstreams at all.
+    """
+    raw = _scan(argv)
+    d = Config()
+    listen = _get(raw, "listen", _parse_listen, d.listen)
+    workers = _get(raw, "workers", _integer(1, 65536), d.workers)
+    queue_size = _get(raw, "queue-size", _integer(1, 1_000_000), d.queue_size)
+    cache_size = _get(raw, "cache-size", _integer(0, 10_000_000), d.cache_size)
+    timeout = _get(raw, "timeout", _positive_duration(_MAX_TIMEOUT), d.timeout)
+    log_level = _get(raw, "log-level", _parse_log_level, d.log_level)
+    cache_min_ttl = _get(raw, "cache-min-ttl", _integer(0, _MAX_TTL), d.cache_min_ttl)
+    cache_max_ttl = _get(raw, "cache-max-ttl", _integer(0, _MAX_TTL), d.cache_max_ttl)
+    tcp_idle = _get(raw, "tcp-idle-timeout", _positive_duration(None), d.tcp_idle_timeout)
+    tcp_max = _get(raw, "tcp-max-connections", _integer(1, 65536), d.tcp_max_connections)
+    if cache_min_ttl > cache_max_ttl:
+        raise ConfigError(
+            "cache-min-ttl", f"{cache_min_ttl} is greater than -cache-max-ttl {cache_max_ttl}"
+        )
+    upstreams = _get(raw, "upstreams", _parse_upstreams, d.upstreams)
+    if not upstreams:
+        upstreams = _upstreams_from_resolv_conf(resolv_conf)
+    _check_no_forwarding_loop(listen, upstreams)
+    return Config(
+        listen=listen,
+        upstreams=upstreams,
+        workers=workers,
+        queue_size=queue_size,
+        cache_size=cache_size,
+        timeout=timeout,
+        log_level=log_level,
+        cache_min_ttl=cache_min_ttl,
+        cache_max_ttl=cache_max_ttl,
+        tcp_idle_timeout=tcp_idle,
+        tcp_max_connections=tcp_max,
+    )
+
+
+def usage() -> str:
+    """Return the ``-h`` text: every flag with its value, meaning and default. Raises nothing."""
+    d = Config()
+    defaults = {
+        "listen": ",".join(format_hostport(host, port) for host, port in d.listen),
+        "upstreams": "the nameservers in /etc/resolv.conf",
+        "workers": str(d.workers),
+        "queue-size": str(d.queue_size),
+        "cache-size": str(d.cache_size),
+        "timeout": f"{d.timeout:g}s",
+        "log-level": d.log_level,
+        "cache-min-ttl": str(d.cache_min_ttl),
+        "cache-max-ttl": str(d.cache_max_ttl),
+        "tcp-idle-timeout": f"{d.tcp_idle_timeout:g}s",
+        "tcp-max-connections": str(d.tcp_max_connections),
+    }
+    lines = [
+        "usage: picodns [flags]",
+        "",
+        "PicoDNS is a caching DNS forwarder. Flags take one or two dashes, as -flag VALUE or",
+        "-flag=VALUE. Durations look like 500ms, 5s, 1m30s. Addresses are IP literals only.",
+        "",
+    ]
+    for name, metavar, meaning in _FLAGS:
+        lines.append(f"  -{name} {metavar}  (default {defaults[name]})")
+        lines.append(f"        {meaning}")
+    lines.append("  -version")
+    lines.append("        print the version and exit")
+    lines.append("  -h, -help")
+    lines.append("        print this help and exit")
+    return "\n".join(lines)
+
+
+# --- scanning -------------------------------------------------------------------------------
+
+
+def _flag_name(word: str) -> str | None:
+    """Return the flag name in ``word`` (``--a=b`` -> ``a``), or None if it is not flag-shaped."""
+    if not word.startswith("-") or word in ("-", "--"):
+        return None
+    body = word[2:] if word.startswith("--") else word[1:]
+    return body.partition("=")[0]
+
+
+def _scan(argv: list[str]) -> dict[str, str]:
+    """Split ``argv`` into {flag name: value text}, checking flag names but no values."""
+    raw: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        word = argv[i]
+        i += 1
+        if word == "--":  # Go's end of flags; PicoDNS takes no other arguments
+            if i < len(argv):
+                raise _ArgumentError(f"{quote(argv[i])}: unexpected argument (see -h)")
+            break
+        name = _flag_name(word)
+        if name is None:
+            raise _ArgumentError(f"{quote(word)}: unexpected argument (see -h)")
+        if not name or name.startswith("-") or not name.isprintable():
+            raise _ArgumentError(f"{quote(word)}: bad flag syntax (see -h)")
+        has_value = "=" in word
+        if name in _INFO_FLAGS:
+            if has_value:
+                raise ConfigError(name, "takes no value")
+            text = usage() if name in _HELP_FLAGS else f"picodns {__version__}"
+            raise InfoRequested(text)
+        if name not in _VALUE_FLAGS:
+            raise ConfigError(name, "unknown flag (see -h)")
+        if has_value:
+            value = word.partition("=")[2]
+        elif i < len(argv) and _flag_name(argv[i]) not in _VALUE_FLAGS | _INFO_FLAGS:
+            value = argv[i]  # may start with "-": "-workers -1" is a bad number, not a flag
+            i += 1
+        else:
+            raise ConfigError(name, "needs a value")
+        if name in raw:
+            raise ConfigError(name, "given more than once (give a comma-separated list)")
+        raw[name] = value
+    return raw
+
+
+def _get(raw: dict[str, str], flag: str, parse: Callable[[str], _T], default: _T) -> _T:
+    """Return ``parse(raw[flag])``, or ``default`` if the flag was not given."""
+    if flag not in raw:
+        return default
+    try:
+        return parse(raw[flag])
+    except ValueError as err:
+        raise ConfigError(flag, str(err)) from None
+
+
+# --- value parsers: each takes the flag's text and raises ValueError with a one-line message ---
+
+
+def _integer(lowest: int, highest: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        # isdecimal() alone would accept non-ASCII digits; int() would accept "1_000" and spaces.
+        if not (digits.isascii() and digits.isdecimal()):
+            raise ValueError(f"{quote(text)} is not an integer")
+        if len(digits) > 20:
+            raise ValueError(f"{quote(text)} is out of range ({lowest}..{highest})")
+        number = int(text)
+        if not lowest <= number <= highest:
+            raise ValueError(f"{number} is out of range ({lowest}..{highest})")
+        return number
+
+    return parse
+
+
+def _positive_duration(longest: tuple[float, str] | None) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        seconds = parse_duration(text)
+        if seconds <= 0:
+            raise ValueError(f"{quote(text)} must be longer than 0")
+        if longest is not None and seconds > longest[0]:
+            raise ValueError(f"{quote(text)} is longer than {longest[1]}")
+        return seconds
+
+    return parse
+
+
+def _parse_log_level(text: str) -> str:
+    level = text.lower()
+    level = "warn" if level == "warning" else level
+    if level not in LOG_LEVELS:
+        raise ValueError(f"{quote(text)} is not a log level ({', '.join(LOG_LEVELS)})")
+    return level
+
+
+def _address_list(text: str, **keywords: bool) -> tuple[tuple[str, int], ...]:
+    """Parse a comma-separated address list, rejecting empty items and duplicates."""
+    if not text.strip():
+        raise ValueError("needs at least one address")
+    addresses: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            raise ValueError(f"{quote(text)}: empty address in the list")
+        address = parse_hostport(item, **keywords)
+        if address in addresses:
+            raise ValueError(f"{format_hostport(*address)} is listed twice")
+        addresses.append(address)
+    return tuple(addresses)
+
+
+def _parse_listen(text: str) -> tuple[tuple[str, int], ...]:
+    # Port 0 lets the OS choose a free port, which tests and supervisors rely on.
+    return _address_list(text, allow_zero_port=True)
+
+
+def _parse_upstreams(text: str) -> tuple[tuple[str, int], ...]:
+    upstreams = _address_list(text, allow_empty_host=False)
+    for host, port in upstreams:
+        if ipaddress.ip_address(host).is_unspecified:
+            raise ValueError(f"{format_hostport(host, port)} is not a host to send queries to")
+    return upstreams
+
+
+def _upstreams_from_resolv_conf(path: str) -> tuple[tuple[str, int], ...]:
+    try:
+        upstreams = read_resolv_conf(path)
+    except OSError as err:
+        raise ConfigError(
+            "upstreams", f"not given, and {quote(path)} cannot be read ({err.strerror})"
+        ) from None
+    if not upstreams:
+        raise ConfigError(
+            "upstreams", f"not given, and {quote(path)} names no nameserver; give -upstreams IP"
+        )
+    return upstreams
+
+
+def _check_no_forwarding_loop(
+    listen: tuple[tuple[str, int], ...], upstreams: tuple[tuple[str, int], ...]
+) -> None:
+    """Refuse an upstream that is one of our own listeners: every query would circle forever.
+
+    This happens for real when resolv.conf points at 127.0.0.1 because PicoDNS serves there.
+    Only loopback and exact matches are caught; the machine's other addresses are not known here.
+    """
+    for up_host, up_port in upstreams:
+        up_ip = ipaddress.ip_address(up_host)
+        for host, port in listen:
+            if port != up_port:
+                continue
+            wildcard_v4 = host == "0.0.0.0" and up_ip.version == 4
+            wildcard_any = host in ("", "::")
+            if up_host == host or (up_ip.is_loopback and (wildcard_v4 or wildcard_any)):
+                raise ConfigError(
+                    "upstreams",
+                    f"{format_hostport(up_host, up_port)} is also a listen address;"
+                    " PicoDNS would forward queries to itself",
+                )
+
+
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("picodns").setLevel(_LEVELS[level])
