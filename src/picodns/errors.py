@@ -10,13 +10,13 @@ Each class's docstring is its default message. Stdlib only.
 from __future__ import annotations
 
 __all__ = [
+    "BADVERS",
     "FORMERR",
     "NOERROR",
     "NOTIMP",
     "NXDOMAIN",
     "REFUSED",
     "SERVFAIL",
-    "BADVERS",
     "ConfigError",
     "PicoDNSError",
     "UpstreamError",
@@ -44,17 +44,27 @@ class PicoDNSError(Exception):
 class WireError(PicoDNSError):
     """Malformed DNS message."""
 
-    def __init__(self, msg: str | None = None, rcode: int = FORMERR) -> None:
+    def __init__(self, msg: str | None = None, rcode: int | None = FORMERR) -> None:
         super().__init__(msg)
         self.rcode = rcode
+        """The response code the fault implies, or None when no reply may be sent at all
+        (shorter than a header, or a response sent to us: answering could start a loop)."""
 
 
 class UpstreamError(PicoDNSError):
     """Upstream query failed."""
 
+    def __init__(self, msg: str | None = None, reason: str = "network") -> None:
+        super().__init__(msg)
+        self.reason = reason
+        """Why, as counted in metrics: timeout, servfail, refused, mismatch, network, malformed."""
+
 
 class UpstreamTimeout(UpstreamError):
     """Upstream query timed out."""
+
+    def __init__(self, msg: str | None = None) -> None:
+        super().__init__(msg, reason="timeout")
 
 
 class ConfigError(PicoDNSError):

@@ -1,0 +1,197 @@
+"""Resolver, part 1: the reply cache. LRU bounded by entry count, TTL-honouring, negative entries.
+
+Rules kept here:
+- Time is an argument: every call takes `now` (seconds, any monotonic origin). No clock, no I/O.
+- An entry keeps the reply bytes (OPT removed, TTLs already clamped) and the TTL offsets computed
+  once when it was stored, so serving is a copy plus patches, never a parse.
+- TTLs change once a second: the aged rendering is kept and reused until the second ticks.
+- Positive entries live for the smallest answer TTL; NXDOMAIN/NODATA for min(SOA TTL, SOA MINIMUM)
+  (RFC 2308 5), with the SOA's TTL in the stored reply set to that value. A negative reply without
+  an SOA is not cached (RFC 2308 5: without it there is no TTL to honour).
+- Expired entries are never served; they are removed when met and swept from the LRU end.
+- One event loop owns the cache: a plain OrderedDict, no locks.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from picodns.errors import NOERROR, NXDOMAIN
+from picodns.message import ReplyInfo, render_ttls
+from picodns.wire import write_opt
+
+__all__ = ["MAX_CACHED_REPLY", "OUR_PAYLOAD", "Cache", "Entry"]
+
+MAX_CACHED_REPLY = 16384  # larger replies are forwarded but not kept: bounds memory per entry
+OUR_PAYLOAD = 1232  # the EDNS payload size we advertise to clients (DNS Flag Day 2020)
+_SWEEP = 2  # expired entries reclaimed from the LRU end per store
+_OPTS = (write_opt(OUR_PAYLOAD, False), write_opt(OUR_PAYLOAD, True))  # by the client's DO bit
+
+
+class Entry:
+    """One cached reply and its precomputed TTL offsets."""
+
+    __slots__ = (
+        "expires",
+        "negative",
+        "offsets",
+        "opt",
+        "rendered",
+        "rendered_at",
+        "rendered_opt",
+        "stored",
+        "template",
+        "ttls",
+    )
+
+    def __init__(
+        self,
+        template: bytes,
+        offsets: list[int],
+        ttls: list[int],
+        stored: float,
+        lifetime: int,
+        do: bool,
+        negative: bool,
+    ) -> None:
+        self.template = template
+        """Reply bytes without OPT; TTLs as stored (clamped)."""
+        self.offsets = offsets
+        self.ttls = ttls
+        self.stored = stored
+        self.expires = stored + lifetime
+        self.negative = negative
+        self.opt = _OPTS[do]
+        """Our OPT record for this client's DO bit."""
+        self.rendered_at = -1
+        self.rendered = template
+        self.rendered_opt = template
+
+    @classmethod
+    def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
+        """Return a rendered entry for a reply that is not cached (served once, as it is)."""
+        entry = cls(reply, [], [], now, 0, do, False)
+        entry.render(now)
+        return entry
+
+    def render(self, now: float) -> None:
+        """Refresh `rendered` (no OPT) and `rendered_opt` (our OPT appended) for `now`'s second."""
+        elapsed = int(now - self.stored)
+        if elapsed == self.rendered_at:
+            return
+        out = render_ttls(self.template, self.offsets, self.ttls, elapsed)
+        self.rendered = bytes(out)
+        ar = ((out[10] << 8) | out[11]) + 1
+        out[10] = ar >> 8
+        out[11] = ar & 0xFF
+        out += self.opt
+        self.rendered_opt = bytes(out)
+        self.rendered_at = elapsed
+
+
+class Cache:
+    """LRU reply cache keyed by the normalised question key (see :mod:`picodns.message`)."""
+
+    def __init__(self, capacity: int, min_ttl: int = 0, max_ttl: int = 86400) -> None:
+        self.capacity = capacity
+        self.min_ttl = min_ttl
+        self.max_ttl = max_ttl
+        self._data: OrderedDict[bytes, Entry] = OrderedDict()
+        # Counters, read by metrics. Plain ints: one event loop owns the cache.
+        self.hits = 0
+        self.misses = 0
+        self.negative_hits = 0
+        self.evictions = 0
+        self.expired = 0
+        self.stores = 0
+        self.not_cacheable = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: bytes, now: float, count_miss: bool = True) -> Entry | None:
+        """Return the live entry for `key`, rendered for `now`, or None (a miss).
+
+        An expired entry is removed and never returned. `count_miss` False is for a second look
+        at a question whose miss was already counted.
+        """
+        entry = self._data.get(key)
+        if entry is None:
+            self.misses += count_miss
+            return None
+        if now >= entry.expires:
+            del self._data[key]
+            self.expired += 1
+            self.misses += count_miss
+            return None
+        self._data.move_to_end(key)
+        self.hits += 1
+        if entry.negative:
+            self.negative_hits += 1
+        entry.render(now)
+        return entry
+
+    def lifetime(self, info: ReplyInfo) -> int:
+        """Return how long a reply may be cached (after clamping), or 0 when it may not be.
+
+        Cacheable: NOERROR with answers (smallest answer TTL), and NXDOMAIN or NODATA with an
+        SOA in the authority section (RFC 2308). Everything else, and TC=1 replies, is not.
+        """
+        if info.truncated:
+            return 0
+        if info.rcode == NOERROR and info.ancount:
+            ttl = info.min_ttl
+        elif info.rcode in (NOERROR, NXDOMAIN):
+            # RFC 2308 5: negative TTL from the SOA; a CNAME chain ending in NXDOMAIN is
+            # bounded by its answers as well.
+            if info.neg_ttl is None:
+                return 0
+            ttl = info.neg_ttl if info.min_ttl is None else min(info.neg_ttl, info.min_ttl)
+        else:
+            return 0
+        assert ttl is not None
+        return min(max(ttl, self.min_ttl), self.max_ttl)
+
+    def put(self, key: bytes, reply: bytes, info: ReplyInfo, now: float) -> Entry | None:
+        """Store `reply` (OPT already removed) under `key`; return the entry, or None if the
+        reply is not cacheable, too large, or caching is off."""
+        if self.capacity <= 0 or len(reply) > MAX_CACHED_REPLY:
+            self.not_cacheable += 1
+            return None
+        lifetime = self.lifetime(info)
+        if lifetime <= 0:
+            self.not_cacheable += 1
+            return None
+        lo, hi = self.min_ttl, self.max_ttl
+        ttls = [min(max(t, lo), hi) for t in info.ttls]
+        negative = info.rcode == NXDOMAIN or info.ancount == 0
+        if negative and info.soa_index >= 0:
+            ttls[info.soa_index] = lifetime
+        template = bytes(render_ttls(reply, info.ttl_offsets, ttls, 0))
+        do = bool(key[-1] & 2)
+        entry = Entry(template, info.ttl_offsets, ttls, now, lifetime, do, negative)
+        data = self._data
+        data[key] = entry
+        data.move_to_end(key)
+        self.stores += 1
+        self._sweep(now)
+        while len(data) > self.capacity:
+            data.popitem(last=False)
+            self.evictions += 1
+        entry.render(now)
+        return entry
+
+    def _sweep(self, now: float) -> None:
+        data = self._data
+        for _ in range(_SWEEP):
+            if not data:
+                return
+            key = next(iter(data))
+            if data[key].expires > now:
+                return
+            del data[key]
+            self.expired += 1
+
+    def keys(self) -> list[bytes]:
+        """Keys from least to most recently used (for tests and introspection)."""
+        return list(self._data)

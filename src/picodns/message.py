@@ -1,0 +1,372 @@
+"""DNS Core, part 2: what a forwarder needs from a message, without a full parse.
+
+- :func:`scan_query` is the hot path: one scan of a plain query gives the normalised cache key,
+  where the question ends, and the client's UDP size limit. Anything unusual returns None and
+  goes the slow way, through :func:`parse_query`, which validates fully and raises
+  :class:`~picodns.errors.WireError` carrying the rcode the client should get.
+- :func:`analyze_reply` walks an upstream reply once: rcode, flags, the offset of every TTL,
+  the minimum answer TTL, the negative TTL (RFC 2308), where the OPT record sits.
+- Builders for the replies we synthesize (errors, truncation) and for upstream queries.
+
+Cache key: lower-cased QNAME wire bytes (DNS case-folding is ASCII-only, RFC 4343, and a label
+length octet is at most 63, so folding the whole name is safe), then QTYPE and QCLASS as sent
+(not folded: type 65 is the byte 'A'), then one byte of DO/CD bits, which change the answer.
+
+No I/O, no clock, no logging.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
+from picodns.wire import (
+    FLAG_CD,
+    FLAG_QR,
+    FLAG_RA,
+    FLAG_RD,
+    FLAG_TC,
+    HEADER,
+    HEADER_SIZE,
+    MAX_UDP_SIZE,
+    MIN_UDP_PAYLOAD,
+    RR_FIXED,
+    TYPE_OPT,
+    TYPE_SOA,
+    Edns,
+    read_message,
+    scan_qname,
+    skip_name,
+    write_opt,
+)
+
+__all__ = [
+    "KEY_CD",
+    "KEY_DO",
+    "UPSTREAM_PAYLOAD",
+    "Query",
+    "ReplyInfo",
+    "analyze_reply",
+    "build_query",
+    "error_reply",
+    "parse_query",
+    "render_ttls",
+    "scan_query",
+    "strip_opt",
+    "truncated_reply",
+    "udp_limit",
+]
+
+UPSTREAM_PAYLOAD = 1232  # EDNS payload we advertise upstream (DNS Flag Day 2020)
+KEY_DO = 2  # bits of the cache key's last byte
+KEY_CD = 1
+_KEY_FLAGS = (b"\x00", b"\x01", b"\x02", b"\x03")
+_TTL = struct.Struct("!I")
+_OPT_FIXED = struct.Struct("!HHBBHH")  # type, payload, ext-rcode, version, flags, rdlength
+_TTL_TOP = 0x80000000
+
+
+def udp_limit(payload: int) -> int:
+    """Return the reply size a client with this EDNS payload accepts: 512..MAX_UDP_SIZE."""
+    return MIN_UDP_PAYLOAD if payload < MIN_UDP_PAYLOAD else min(payload, MAX_UDP_SIZE)
+
+
+def _opt_options_ok(buf: bytes, pos: int, end: int) -> bool:
+    while pos < end:
+        if pos + 4 > end:
+            return False
+        pos += 4 + ((buf[pos + 2] << 8) | buf[pos + 3])
+    return pos == end
+
+
+def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
+    """Scan a plain query once and return ``(key, qend, limit)``, or None to take the slow path.
+
+    `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
+    payload limit clamped to 512..4096. None means the packet is not a well-formed plain
+    QUERY (QR set, other opcode, counts other than 1/0/0/0-1, EDNS version > 0, anything odd):
+    :func:`parse_query` then decides. Raises WireError only for a malformed question name.
+    """
+    n = len(buf)
+    if (
+        n < 17
+        or buf[2] & 0xF8  # QR or an opcode other than QUERY
+        or buf[4:10] != b"\x00\x01\x00\x00\x00\x00"
+        or buf[10]
+    ):
+        return None
+    qend = scan_qname(buf, HEADER_SIZE)
+    pos = qend + 4
+    cd = KEY_CD if buf[3] & 0x10 else 0
+    ar = buf[11]
+    if ar == 0:
+        if pos != n:
+            return None
+        return buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[cd], qend, 0
+    if ar != 1 or pos + 11 > n or buf[pos] != 0:
+        return None
+    rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(buf, pos + 1)
+    end = pos + 11 + rdlen
+    if rtype != TYPE_OPT or version or end != n or not _opt_options_ok(buf, pos + 11, end):
+        return None
+    flags = cd | (KEY_DO if eflags & 0x8000 else 0)
+    key = buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[flags]
+    return key, qend, udp_limit(payload)
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """A fully validated client query."""
+
+    id: int
+    flags: int
+    qname: bytes
+    """QNAME wire bytes as the client spelled them."""
+    qtype: int
+    qclass: int
+    qend: int
+    """Offset just after QNAME in the client's packet."""
+    key: bytes
+    """Normalised cache key (see module docstring)."""
+    edns: Edns | None
+    limit: int
+    """0 without EDNS, else the client's UDP payload limit (512..4096)."""
+
+    @property
+    def do(self) -> bool:
+        """The client's DNSSEC OK bit."""
+        return self.edns is not None and self.edns.do
+
+    @property
+    def cd(self) -> bool:
+        """The client's Checking Disabled bit."""
+        return bool(self.flags & FLAG_CD)
+
+
+def parse_query(buf: bytes) -> Query:
+    """Validate a client query fully and return it.
+
+    Raises WireError whose ``rcode`` says what the client gets: None (drop: shorter than a
+    header, or QR=1), NOTIMP (opcode other than QUERY, RFC 1035 4.1.1), BADVERS (EDNS version
+    above 0, RFC 6891 6.1.3), FORMERR (anything else malformed: QDCOUNT != 1, bad names,
+    records past the end, two OPTs, trailing bytes).
+    """
+    if len(buf) < HEADER_SIZE:
+        raise WireError("message shorter than a DNS header", rcode=None)
+    mid, flags, qd, _an, _ns, _ar = HEADER.unpack_from(buf, 0)
+    if flags & FLAG_QR:
+        raise WireError("response sent as a query", rcode=None)
+    if (flags >> 11) & 0xF:
+        raise WireError("opcode not implemented", rcode=NOTIMP)
+    if qd != 1:
+        raise WireError("QDCOUNT is not 1")
+    qend = scan_qname(buf, HEADER_SIZE)
+    msg = read_message(buf)
+    q = msg.questions[0]
+    edns = msg.edns
+    if edns is not None and edns.version:
+        raise WireError("EDNS version not supported", rcode=BADVERS)
+    bits = (KEY_CD if flags & FLAG_CD else 0) | (KEY_DO if edns is not None and edns.do else 0)
+    key = buf[HEADER_SIZE:qend].lower() + buf[qend : qend + 4] + _KEY_FLAGS[bits]
+    limit = 0 if edns is None else udp_limit(edns.payload)
+    return Query(mid, flags, q.name, q.qtype, q.qclass, qend, key, edns, limit)
+
+
+@dataclass(slots=True)
+class ReplyInfo:
+    """What the forwarder needs from an upstream reply, from one walk."""
+
+    id: int
+    flags: int
+    rcode: int
+    """Full rcode, including the OPT's extended bits."""
+    qend: int
+    """Offset just after QNAME; the question is buf[12:qend+4]."""
+    ancount: int
+    ttl_offsets: list[int]
+    """Offset of every TTL field outside the OPT record, in message order."""
+    ttls: list[int]
+    """The TTL at each offset; values with the top bit set read as 0 (RFC 2181 8)."""
+    min_ttl: int | None
+    """Smallest TTL in the answer section; None when it is empty."""
+    neg_ttl: int | None
+    """For NXDOMAIN/NODATA: min(SOA TTL, SOA MINIMUM) of the first authority SOA (RFC 2308 5)."""
+    soa_index: int
+    """Index in ttl_offsets of that SOA's TTL, or -1."""
+    opt_start: int
+    """Offset of the OPT record, or -1; it runs to opt_end."""
+    opt_end: int
+    opt_index: int
+    """How many additional records precede the OPT record."""
+
+    @property
+    def truncated(self) -> bool:
+        """TC bit."""
+        return bool(self.flags & FLAG_TC)
+
+    def question(self, buf: bytes) -> bytes:
+        """The question as a folded key prefix (QNAME lower-cased, QTYPE, QCLASS)."""
+        return buf[HEADER_SIZE : self.qend].lower() + buf[self.qend : self.qend + 4]
+
+
+def analyze_reply(buf: bytes) -> ReplyInfo:
+    """Walk an upstream reply and return its :class:`ReplyInfo`.
+
+    Raises WireError when it is not a well-formed response with exactly one question:
+    QR clear, QDCOUNT != 1, any bad name (compression loops included), a record or RDATA past
+    the end, a malformed SOA in the authority section, an OPT outside the additional section or
+    more than one, or trailing bytes.
+    """
+    end = len(buf)
+    if end < HEADER_SIZE:
+        raise WireError("reply shorter than a DNS header")
+    mid, flags, qd, an, ns, ar = HEADER.unpack_from(buf, 0)
+    if not flags & FLAG_QR:
+        raise WireError("reply without QR")
+    if qd != 1:
+        raise WireError("reply QDCOUNT is not 1")
+    qend = scan_qname(buf, HEADER_SIZE)
+    pos = qend + 4
+    if pos > end:
+        raise WireError("question runs past the end of the reply")
+    offsets: list[int] = []
+    ttls: list[int] = []
+    min_ttl: int | None = None
+    soa_ttl = soa_min = -1
+    soa_index = -1
+    opt_start = opt_end = opt_index = -1
+    ext_rcode = 0
+    unpack_rr = RR_FIXED.unpack_from
+    last_answer = an
+    last_authority = an + ns
+    for i in range(an + ns + ar):
+        start = pos
+        pos = skip_name(buf, pos, end)
+        if pos + 10 > end:
+            raise WireError("record header runs past the end of the reply")
+        rtype, _rclass, ttl, rdlen = unpack_rr(buf, pos)
+        rdata = pos + 10
+        rdend = rdata + rdlen
+        if rdend > end:
+            raise WireError("RDATA runs past the end of the reply")
+        if rtype == TYPE_OPT:
+            if i < last_authority or pos != start + 1 or opt_start >= 0:
+                raise WireError("misplaced or repeated OPT record")
+            opt_start, opt_end, opt_index = start, rdend, i - last_authority
+            ext_rcode = ttl >> 24
+        else:
+            if ttl & _TTL_TOP:
+                ttl = 0
+            if i < last_answer:
+                if min_ttl is None or ttl < min_ttl:
+                    min_ttl = ttl
+            elif rtype == TYPE_SOA and i < last_authority and soa_index < 0:
+                soa_ttl = ttl
+                soa_min = _soa_minimum(buf, rdata, rdend)
+                soa_index = len(offsets)
+            offsets.append(pos + 4)
+            ttls.append(ttl)
+        pos = rdend
+    if pos != end:
+        raise WireError("trailing bytes after the last record")
+    rcode = (ext_rcode << 4) | (flags & 0xF)
+    neg_ttl: int | None = None
+    if soa_index >= 0 and (rcode == NXDOMAIN or (rcode == NOERROR and an == 0)):
+        neg_ttl = min(soa_ttl, soa_min)
+    return ReplyInfo(
+        mid,
+        flags,
+        rcode,
+        qend,
+        an,
+        offsets,
+        ttls,
+        min_ttl,
+        neg_ttl,
+        soa_index,
+        opt_start,
+        opt_end,
+        opt_index,
+    )
+
+
+def _soa_minimum(buf: bytes, pos: int, end: int) -> int:
+    """Return SOA MINIMUM from RDATA buf[pos:end]; its two names and five integers must fill
+    the RDATA exactly (RFC 1035 3.3.13). Values with the top bit set read as 0."""
+    pos = skip_name(buf, pos, end)
+    pos = skip_name(buf, pos, end)
+    if pos + 20 != end:
+        raise WireError("SOA RDATA has the wrong length")
+    minimum: int = _TTL.unpack_from(buf, pos + 16)[0]
+    return 0 if minimum & _TTL_TOP else minimum
+
+
+def strip_opt(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
+    """Return the reply without its OPT record (EDNS is hop-by-hop, RFC 6891 6.1.1), and its info.
+
+    When the OPT record is last (the usual case) it is cut off and `info` stays valid. When
+    records follow it, they are dropped too: cutting the OPT out from between them would move
+    names that later compression pointers refer to. Dropping additional records is safe; they
+    are optional data. Raises WireError only if the shortened reply does not parse.
+    """
+    if info.opt_start < 0:
+        return buf, info
+    if info.opt_end == len(buf):
+        ar = ((buf[10] << 8) | buf[11]) - 1
+        out = buf[:10] + ar.to_bytes(2, "big") + buf[12 : info.opt_start]
+        info.opt_start = info.opt_end = info.opt_index = -1
+        return out, info
+    out = buf[:10] + info.opt_index.to_bytes(2, "big") + buf[12 : info.opt_start]
+    return out, analyze_reply(out)
+
+
+def render_ttls(template: bytes, offsets: list[int], ttls: list[int], elapsed: int) -> bytearray:
+    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed)."""
+    out = bytearray(template)
+    pack = _TTL.pack_into
+    for off, ttl in zip(offsets, ttls, strict=True):
+        pack(out, off, ttl - elapsed if ttl > elapsed else 0)
+    return out
+
+
+def build_query(
+    qid: int, question: bytes, *, cd: bool, do: bool, payload: int = UPSTREAM_PAYLOAD
+) -> bytes:
+    """Return an upstream query: RD=1, the client's CD, and our own OPT with the client's DO.
+
+    `question` is QNAME wire bytes followed by QTYPE and QCLASS.
+    """
+    flags = FLAG_RD | (FLAG_CD if cd else 0)
+    return HEADER.pack(qid, flags, 1, 0, 0, 1) + question + write_opt(payload, do)
+
+
+def error_reply(query: bytes, rcode: int, *, edns: bool = False) -> bytes | None:
+    """Return a reply with `rcode` to `query`, echoing its question when it is readable.
+
+    Keeps the client's ID, opcode, RD and CD; sets QR and RA. With `edns`, an OPT record is
+    added (for BADVERS it carries the extended rcode, RFC 6891 6.1.3). Returns None when the
+    query is shorter than a header (nothing to answer to).
+    """
+    if len(query) < HEADER_SIZE:
+        return None
+    mid, flags, qd, _an, _ns, _ar = HEADER.unpack_from(query, 0)
+    question = b""
+    if qd >= 1:
+        try:
+            qend = scan_qname(query, HEADER_SIZE)
+            if qend + 4 <= len(query):
+                question = query[HEADER_SIZE : qend + 4]
+        except WireError:
+            question = b""
+    out_flags = FLAG_QR | (flags & 0x7900) | (flags & FLAG_CD) | FLAG_RA | (rcode & 0xF)
+    opt = write_opt(MAX_UDP_SIZE, False, rcode >> 4) if edns or rcode > 0xF else b""
+    head = HEADER.pack(mid, out_flags, 1 if question else 0, 0, 0, 1 if opt else 0)
+    return head + question + opt
+
+
+def truncated_reply(reply: bytes, qend: int, opt: bytes) -> bytes:
+    """Return `reply` cut to header and question with TC=1, plus `opt` if given (RFC 2181 9)."""
+    flags = ((reply[2] << 8) | reply[3]) | FLAG_TC
+    head = reply[:2] + flags.to_bytes(2, "big") + b"\x00\x01\x00\x00\x00\x00"
+    return head + (b"\x00\x01" if opt else b"\x00\x00") + reply[HEADER_SIZE : qend + 4] + opt

@@ -1,0 +1,153 @@
+"""Resolver: the cache fast path, coalescing, forwarding on a miss, and the error a client gets.
+
+The two paths (ARCHITECTURE.md):
+- :meth:`Resolver.lookup` is synchronous: raw query + `now` -> reply bytes, or None for "not
+  answerable from the cache". One scan of the question, one dict lookup, a copy with the client's
+  ID and spelling patched in. No await, no parse, no logging.
+- :meth:`Resolver.resolve` is the miss path: full validation (FORMERR/NOTIMP/BADVERS/REFUSED as
+  the RFCs say), coalescing of identical in-flight questions, the upstream client, storing.
+
+Every reply leaves through :func:`personalize`, so the client's ID, RD bit and question spelling
+(RFC 4343) are restored on both paths, and the size limit is applied the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from picodns.cache import Cache, Entry
+from picodns.errors import FORMERR, NOTIMP, REFUSED, SERVFAIL, UpstreamError, WireError
+from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
+from picodns.message import truncated_reply as _truncated
+from picodns.upstream import UpstreamClient
+from picodns.wire import FLAG_RA, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
+
+__all__ = ["Resolver", "personalize"]
+
+_QTYPE_OPT = 41
+_REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
+_NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
+
+
+def personalize(entry: Entry, query: bytes, qend: int, limit: int, tcp: bool) -> bytes:
+    """Return `entry`'s rendered reply as the answer to `query`.
+
+    Patches in the client's ID, RD bit and question spelling; adds our OPT when the client sent
+    one (`limit` > 0). Over UDP, a reply larger than the client's limit (512 without EDNS)
+    becomes a TC=1 reply with just the question, so the client retries over TCP.
+    """
+    if limit:
+        base = entry.rendered_opt
+        size = MAX_TCP_SIZE if tcp else limit
+    else:
+        base = entry.rendered
+        size = MAX_TCP_SIZE if tcp else MIN_UDP_PAYLOAD
+    if query[2] & 1 == base[2] & 1 and query[12:qend] == base[12:qend]:
+        out = query[:2] + base[2:]
+    else:
+        flags = bytes(((base[2] & 0xFE) | (query[2] & 1),))
+        out = query[:2] + flags + base[3:12] + query[12:qend] + base[qend:]
+    if len(out) > size:
+        return _truncated(out, qend, entry.opt if limit else b"")
+    return out
+
+
+class Resolver:
+    """Answers raw queries from the cache, or by asking the upstreams."""
+
+    def __init__(
+        self,
+        cache: Cache,
+        client: UpstreamClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.cache = cache
+        self.client = client
+        self.clock = clock
+        self._inflight: dict[bytes, asyncio.Future[Entry | None]] = {}
+        # Counters, read by metrics.
+        self.coalesced = 0
+        self.upstream_failures = 0
+        self.malformed = 0
+        self.dropped = 0
+
+    def lookup(self, query: bytes, now: float, tcp: bool = False) -> bytes | None:
+        """Answer `query` from the cache; return the reply bytes, or None on a miss.
+
+        None also means "not a plain query": the slow path validates it. Never raises.
+        """
+        try:
+            scanned = scan_query(query)
+        except WireError:
+            return None
+        if scanned is None:
+            return None
+        key, qend, limit = scanned
+        entry = self.cache.get(key, now)
+        if entry is None:
+            return None
+        return personalize(entry, query, qend, limit, tcp)
+
+    async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None:
+        """Answer `query` fully: validate, then cache or upstream; return reply bytes.
+
+        Returns None when no reply may be sent (shorter than a header, or QR=1). A malformed
+        query gets FORMERR (or NOTIMP/BADVERS), zone transfers get REFUSED, and a question no
+        upstream could answer gets SERVFAIL. Never raises for anything the client sent.
+        """
+        try:
+            q = parse_query(query)
+        except WireError as exc:
+            if exc.rcode is None:
+                self.dropped += 1
+                return None
+            self.malformed += 1
+            return error_reply(query, exc.rcode, edns=exc.rcode > 0xF)
+        if q.qtype == _QTYPE_OPT:
+            self.malformed += 1
+            return error_reply(query, FORMERR, edns=q.limit > 0)
+        if q.qtype in _REFUSED_QTYPES:
+            return error_reply(query, REFUSED, edns=q.limit > 0)
+        if q.qtype in _NOTIMP_QTYPES:
+            return error_reply(query, NOTIMP, edns=q.limit > 0)
+        now = self.clock()
+        entry = self.cache.get(q.key, now, count_miss=False)
+        if entry is None:
+            entry = await self._fetch(q.key)
+            if entry is None:
+                return error_reply(query, SERVFAIL, edns=q.limit > 0)
+        return personalize(entry, query, q.qend, q.limit, tcp)
+
+    async def _fetch(self, key: bytes) -> Entry | None:
+        """Return the entry for `key` from the upstreams, asking at most once at a time."""
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            self.coalesced += 1
+            return await asyncio.shield(waiting)
+        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        result: Entry | None = None
+        try:
+            result = await self._forward(key)
+        except UpstreamError:
+            self.upstream_failures += 1
+        finally:
+            del self._inflight[key]
+            future.set_result(result)
+        return result
+
+    async def _forward(self, key: bytes) -> Entry:
+        flags = key[-1]
+        do = bool(flags & KEY_DO)
+        data, info = await self.client.query(key[:-1], cd=bool(flags & KEY_CD), do=do)
+        try:
+            data, info = strip_opt(data, info)
+        except WireError as exc:
+            raise UpstreamError(f"malformed reply: {exc}", "malformed") from None
+        if not data[3] & (FLAG_RA & 0xFF):
+            data = data[:3] + bytes((data[3] | (FLAG_RA & 0xFF),)) + data[4:]
+        now = self.clock()
+        entry = self.cache.put(key, data, info, now)
+        return entry if entry is not None else Entry.transient(data, do, now)
