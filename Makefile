@@ -1,0 +1,53 @@
+# PicoDNS: every command a developer or CI needs. `make test` and `make run` set everything up.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+LISTEN ?= 127.0.0.1:1053
+UPSTREAMS ?=
+FUZZ_SECONDS ?= 60
+PYTEST_ARGS ?=
+
+.PHONY: build run demo test test-race fuzz lint bench bench-wire clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,lint]'
+	touch $(STAMP)
+
+bin/dnsd: $(STAMP)
+	mkdir -p bin
+	printf '#!/bin/sh\nexec "%s/$(VENV)/bin/picodns" "$$@"\n' "$(CURDIR)" > bin/dnsd
+	chmod +x bin/dnsd
+
+build: bin/dnsd
+
+run: build
+	bin/dnsd -listen $(LISTEN) $(if $(UPSTREAMS),-upstreams $(UPSTREAMS))
+
+demo: build
+	$(PY) demo/demo.py
+
+test: build
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Python has no race detector: run the suite in development mode with asyncio debug on, so
+# unawaited coroutines, slow callbacks, unclosed resources and thread misuse fail loudly.
+test-race: build
+	PYTHONASYNCIODEBUG=1 $(PY) -X dev -W error::RuntimeWarning -m pytest -q $(PYTEST_ARGS)
+
+fuzz: build
+	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris did not install: running the plain mutation loop"
+	$(PY) fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) fuzz/corpus
+
+lint: build
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy --strict src
+
+bench-wire: build
+	$(PY) bench/bench_wire.py
+
+clean:
+	rm -rf $(VENV) bin build *.egg-info
