@@ -11,13 +11,16 @@ Rules this module keeps:
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from picodns import __version__
+from picodns.cache import Cache
 from picodns.config import (
     LOG_LEVELS,
     Config,
@@ -28,6 +31,9 @@ from picodns.config import (
     read_resolv_conf,
 )
 from picodns.errors import ConfigError, PicoDNSError
+from picodns.resolver import Resolver
+from picodns.server import Listener, Server, bind
+from picodns.upstream import Upstream, UpstreamClient
 
 __all__ = ["InfoRequested", "main", "parse_args", "run", "usage"]
 
@@ -35,6 +41,7 @@ _log = logging.getLogger("picodns")
 
 _T = TypeVar("_T")
 
+SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
 
@@ -94,13 +101,68 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(config: Config) -> int:
-    """Serve with ``config`` until shut down; a placeholder until the server exists.
+    """Serve with ``config`` until SIGTERM or SIGINT, then drain and stop.
 
-    Returns the exit status, 0. Raises nothing.
+    Returns the exit status: 0 after a clean shutdown, 1 when a listener cannot be bound
+    (reported as one line on stderr). Raises nothing for operator mistakes.
     """
     _setup_logging(config.log_level)
-    _log.info("picodns: configuration valid; serving is not implemented yet")
+    try:
+        listeners = [bind(host, port) for host, port in config.listen]
+    except OSError as err:
+        print(f"picodns: -listen: cannot bind: {err.strerror or err}", file=sys.stderr)
+        return 1
+    try:
+        import uvloop
+    except ImportError:  # the plain asyncio loop works, only slower
+        asyncio.run(serve(config, listeners))
+    else:
+        uvloop.run(serve(config, listeners))
     return 0
+
+
+async def serve(
+    config: Config, listeners: list[Listener], shutdown: Awaitable[object] | None = None
+) -> None:
+    """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
+
+    The composition root: configuration in, objects wired together, run until told to stop.
+    """
+    loop = asyncio.get_running_loop()
+    upstreams = [Upstream(host, port) for host, port in config.upstreams]
+    client = UpstreamClient(upstreams, config.timeout)
+    cache = Cache(config.cache_size, config.cache_min_ttl, config.cache_max_ttl)
+    resolver = Resolver(cache, client)
+    server = Server(
+        resolver,
+        workers=config.workers,
+        queue_size=config.queue_size,
+        max_wait=config.timeout,
+        idle_timeout=config.tcp_idle_timeout,
+        max_connections=config.tcp_max_connections,
+    )
+    if shutdown is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        shutdown = stop.wait()
+    _log.info(
+        "picodns %s listening on %s (udp+tcp); upstreams %s; workers=%d queue=%d cache=%d "
+        "timeout=%gs loop=%s",
+        __version__,
+        ",".join(listener.address for listener in listeners),
+        ",".join(u.address for u in upstreams),
+        config.workers,
+        config.queue_size,
+        config.cache_size,
+        config.timeout,
+        type(loop).__module__.split(".")[0],
+    )
+    try:
+        await server.serve(listeners, shutdown, grace=min(config.timeout, SHUTDOWN_GRACE))
+    finally:
+        client.close()
+    _log.info("picodns stopped")
 
 
 def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config:

@@ -120,6 +120,10 @@ class Resolver:
                 return error_reply(query, SERVFAIL, edns=q.limit > 0)
         return personalize(entry, query, q.qend, q.limit, tcp)
 
+    def servfail(self, query: bytes) -> bytes | None:
+        """Return SERVFAIL for `query` (used when handling it failed unexpectedly)."""
+        return error_reply(query, SERVFAIL)
+
     async def _fetch(self, key: bytes) -> Entry | None:
         """Return the entry for `key` from the upstreams, asking at most once at a time."""
         waiting = self._inflight.get(key)

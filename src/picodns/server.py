@@ -1,0 +1,341 @@
+"""Server: UDP and TCP listeners. Moves bytes; the handler decides what they mean.
+
+Rules kept here:
+- The datagram callback reads the clock once, tries the handler's synchronous cache lookup and
+  answers a hit right there; a miss goes to the bounded pool. It never awaits or blocks.
+- UDP messages over MAX_UDP_SIZE are dropped and counted. TCP uses 2-byte length framing
+  (RFC 7766 8), so a message over 65535 cannot exist; pipelined queries are answered as they
+  complete; idle connections are closed; each listener holds at most `max_connections`.
+- `serve` takes already-bound sockets and a shutdown trigger, so tests run it in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+from picodns.pool import Pool
+
+__all__ = ["MAX_TCP_PIPELINE", "Handler", "Listener", "Server", "ServerStats", "bind"]
+
+MAX_UDP_IN = 4096  # RFC 6891 6.2.5: larger UDP queries are dropped (== wire.MAX_UDP_SIZE)
+MAX_TCP_PIPELINE = 64  # queries in flight per TCP connection before we stop reading from it
+RCVBUF = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
+_log = logging.getLogger("picodns.server")
+
+Send = Callable[[bytes], None]
+
+
+class Handler(Protocol):
+    """The narrow interface the server calls (the resolver provides it)."""
+
+    def lookup(self, query: bytes, now: float, tcp: bool = False) -> bytes | None: ...
+
+    async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None: ...
+
+    def servfail(self, query: bytes) -> bytes | None: ...
+
+
+@dataclass
+class ServerStats:
+    """Counters of the listeners, read by metrics."""
+
+    udp_queries: int = 0
+    tcp_queries: int = 0
+    udp_oversize: int = 0
+    tcp_open: int = 0
+    tcp_refused: int = 0
+    tcp_idle_closed: int = 0
+    cache_answers: int = 0
+
+
+@dataclass
+class Listener:
+    """One listen address: a bound UDP socket and a bound, not yet listening, TCP socket."""
+
+    udp: socket.socket
+    tcp: socket.socket
+
+    @property
+    def address(self) -> str:
+        host, port = self.udp.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(host: str, port: int, reuse_port: bool = False) -> Listener:
+    """Bind UDP and TCP on (host, port); "" means every address (dual-stack when possible).
+
+    With port 0 the kernel picks one port free for both. Raises OSError when binding fails.
+    """
+    if host == "":
+        try:
+            return _bind("::", port, reuse_port, dual_stack=True)
+        except OSError:
+            return _bind("0.0.0.0", port, reuse_port, dual_stack=False)
+    return _bind(host, port, reuse_port, dual_stack=False)
+
+
+def _bind(host: str, port: int, reuse_port: bool, dual_stack: bool) -> Listener:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(1 if port else 20):
+        udp = socket.socket(family, socket.SOCK_DGRAM)
+        tcp = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            for sock in (udp, tcp):
+                if dual_stack:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                if reuse_port:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            _set_rcvbuf(udp)
+            udp.bind((host, port))
+            tcp.bind((host, udp.getsockname()[1]))
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port:
+                raise
+            continue
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        return Listener(udp, tcp)
+    raise OSError(f"no port free for both UDP and TCP on {host}")
+
+
+def _set_rcvbuf(sock: socket.socket) -> None:
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, RCVBUF)
+            return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        server = self.server
+        stats = server.stats
+        stats.udp_queries += 1
+        now = server.clock()
+        reply = server.handler.lookup(data, now)
+        if reply is not None:
+            stats.cache_answers += 1
+            self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+            return
+        if len(data) > MAX_UDP_IN:
+            stats.udp_oversize += 1
+            return
+        if server.accepting:
+            server.pool.submit((data, False, self._sender(addr)), now)
+
+    def _sender(self, addr: Any) -> Send:
+        transport = self.transport
+
+        def send(reply: bytes) -> None:
+            if transport is not None and not transport.is_closing():
+                transport.sendto(reply, addr)
+
+        return send
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors about clients that went away: nothing to do
+
+
+class _Tcp(asyncio.Protocol):
+    def __init__(self, server: Server, listener: _TcpListener) -> None:
+        self.server = server
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.in_flight = 0
+        self.paused = False
+        self.idle: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        listener = self.listener
+        if listener.open >= self.server.max_connections or not self.server.accepting:
+            self.server.stats.tcp_refused += 1
+            self.transport.abort()
+            self.transport = None
+            return
+        listener.open += 1
+        listener.connections.add(self)
+        self.server.stats.tcp_open += 1
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self not in self.listener.connections:
+            return  # refused at the cap: never counted as open
+        self.listener.open -= 1
+        self.listener.connections.discard(self)
+        self.server.stats.tcp_open -= 1
+        if self.idle is not None:
+            self.idle.cancel()
+        self.transport = None
+
+    def _arm_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.server.idle_timeout, self._idle_expired)
+
+    def _idle_expired(self) -> None:
+        if self.in_flight:
+            self._arm_idle()  # still answering: not idle
+            return
+        if self.transport is not None:
+            self.server.stats.tcp_idle_closed += 1
+            self.transport.close()  # also drops a half-written frame
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buffer + data if self.buffer else data
+        server = self.server
+        pos = 0
+        end = len(buf)
+        while end - pos >= 2:
+            size = (buf[pos] << 8) | buf[pos + 1]
+            if size == 0:
+                self._abort()
+                return
+            if end - pos - 2 < size:
+                break
+            query = buf[pos + 2 : pos + 2 + size]
+            pos += 2 + size
+            server.stats.tcp_queries += 1
+            now = server.clock()
+            reply = server.handler.lookup(query, now, True)
+            if reply is not None:
+                server.stats.cache_answers += 1
+                self.send(reply)
+            elif server.accepting:
+                self.in_flight += 1
+                if not server.pool.submit((query, True, self._done), now):
+                    self.in_flight -= 1
+        self.buffer = buf[pos:]
+        self._arm_idle()
+        if self.in_flight >= MAX_TCP_PIPELINE and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+
+    def send(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(len(reply).to_bytes(2, "big") + reply)
+
+    def _done(self, reply: bytes) -> None:
+        self.in_flight -= 1
+        if reply:
+            self.send(reply)
+        if self.paused and self.in_flight < MAX_TCP_PIPELINE and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def _abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+@dataclass
+class _TcpListener:
+    open: int = 0
+    connections: set[_Tcp] = field(default_factory=set)
+
+
+class Server:
+    """Serves a handler on bound listeners, with a pool for the misses."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        workers: int,
+        queue_size: int,
+        max_wait: float,
+        idle_timeout: float = 10.0,
+        max_connections: int = 256,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.handler = handler
+        self.clock = clock
+        self.idle_timeout = idle_timeout
+        self.max_connections = max_connections
+        self.stats = ServerStats()
+        self.pool: Pool[tuple[bytes, bool, Send]] = Pool(
+            self._work, workers, queue_size, max_wait, clock, on_error=self._fail
+        )
+        self.accepting = False
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._tcp_listeners: list[_TcpListener] = []
+
+    async def _work(self, item: tuple[bytes, bool, Send]) -> None:
+        query, tcp, send = item
+        reply = await self.handler.resolve(query, tcp)
+        if reply is not None:
+            send(reply)
+        elif tcp:
+            send(b"")  # releases the connection's pipeline slot without writing
+
+    def _fail(self, item: tuple[bytes, bool, Send]) -> None:
+        query, _tcp, send = item
+        reply = self.handler.servfail(query)
+        send(reply if reply is not None else b"")
+
+    async def start(self, listeners: list[Listener]) -> None:
+        """Start serving on `listeners` (sockets already bound)."""
+        loop = asyncio.get_running_loop()
+        self.pool.start()
+        self.accepting = True
+        for listener in listeners:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Udp(self), sock=listener.udp
+            )
+            self._udp.append(transport)
+            state = _TcpListener()
+            self._tcp_listeners.append(state)
+            server = await loop.create_server(
+                lambda state=state: _Tcp(self, state),  # type: ignore[misc]
+                sock=listener.tcp,
+                backlog=1024,
+            )
+            self._tcp.append(server)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let in-flight queries finish for up to `grace` s, then close all."""
+        self.accepting = False
+        for server in self._tcp:
+            server.close()
+        await self.pool.drain(grace)
+        for transport in self._udp:
+            transport.close()
+        for state in self._tcp_listeners:
+            for conn in list(state.connections):
+                if conn.transport is not None:
+                    conn.transport.close()
+        for server in self._tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    async def serve(
+        self, listeners: list[Listener], shutdown: Awaitable[Any], grace: float = 2.0
+    ) -> None:
+        """Serve until `shutdown` completes, then stop gracefully."""
+        await self.start(listeners)
+        try:
+            await shutdown
+        finally:
+            await self.stop(grace)
