@@ -121,14 +121,8 @@ def run(config: Config) -> int:
     return 0
 
 
-async def serve(
-    config: Config, listeners: list[Listener], shutdown: Awaitable[object] | None = None
-) -> None:
-    """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
-
-    The composition root: configuration in, objects wired together, run until told to stop.
-    """
-    loop = asyncio.get_running_loop()
+def build(config: Config) -> tuple[Server, Resolver]:
+    """Wire the objects for `config`: upstreams, cache, resolver, server. No I/O yet."""
     upstreams = [Upstream(host, port) for host, port in config.upstreams]
     client = UpstreamClient(upstreams, config.timeout)
     cache = Cache(config.cache_size, config.cache_min_ttl, config.cache_max_ttl)
@@ -141,6 +135,19 @@ async def serve(
         idle_timeout=config.tcp_idle_timeout,
         max_connections=config.tcp_max_connections,
     )
+    return server, resolver
+
+
+async def serve(
+    config: Config, listeners: list[Listener], shutdown: Awaitable[object] | None = None
+) -> None:
+    """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
+
+    The composition root: configuration in, objects wired together, run until told to stop.
+    """
+    loop = asyncio.get_running_loop()
+    server, resolver = build(config)
+    upstreams = resolver.client.upstreams
     if shutdown is None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -161,7 +168,7 @@ async def serve(
     try:
         await server.serve(listeners, shutdown, grace=min(config.timeout, SHUTDOWN_GRACE))
     finally:
-        client.close()
+        resolver.client.close()
     _log.info("picodns stopped")
 
 

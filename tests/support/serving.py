@@ -1,0 +1,94 @@
+"""Run PicoDNS in-process on loopback port-0 listeners, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import dns.message
+
+from picodns.cli import build
+from picodns.config import Config
+from picodns.resolver import Resolver
+from picodns.server import Server, bind
+from tests.support.fake_upstream import FakeUpstream
+
+
+@dataclass
+class Running:
+    server: Server
+    resolver: Resolver
+    host: str
+    port: int
+
+    @property
+    def family(self) -> int:
+        return socket.AF_INET6 if ":" in self.host else socket.AF_INET
+
+
+@asynccontextmanager
+async def running(
+    *fakes: FakeUpstream, listen: str = "127.0.0.1", **overrides: Any
+) -> AsyncIterator[Running]:
+    """Serve in this event loop in front of `fakes`; stop (gracefully) on exit."""
+    config = dataclasses.replace(
+        Config(),
+        listen=((listen, 0),),
+        upstreams=tuple(f.address for f in fakes),
+        **overrides,
+    )
+    listener = bind(listen, 0)
+    host, port = listener.udp.getsockname()[:2]
+    server, resolver = build(config)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(server.serve([listener], stop.wait(), grace=0.5))
+    while not server.accepting:
+        await asyncio.sleep(0.001)
+    try:
+        yield Running(server, resolver, host, port)
+    finally:
+        stop.set()
+        await task
+        resolver.client.close()
+
+
+async def udp_exchange(run: Running, wire: bytes, timeout: float = 2.0) -> bytes | None:
+    """Send raw bytes over UDP; return the reply bytes, or None when nothing came back."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(run.family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, (run.host, run.port))
+        await loop.sock_sendall(sock, wire)
+        try:
+            return await asyncio.wait_for(loop.sock_recv(sock, 65535), timeout)
+        except TimeoutError:
+            return None
+    finally:
+        sock.close()
+
+
+async def udp_ask(run: Running, query: dns.message.Message) -> dns.message.Message:
+    out = await udp_exchange(run, query.to_wire())
+    assert out is not None, "no reply"
+    reply = dns.message.from_wire(out)
+    assert reply.id == query.id
+    return reply
+
+
+async def tcp_ask(run: Running, query: dns.message.Message) -> dns.message.Message:
+    reader, writer = await asyncio.open_connection(run.host, run.port)
+    try:
+        wire = query.to_wire()
+        writer.write(len(wire).to_bytes(2, "big") + wire)
+        size = int.from_bytes(await reader.readexactly(2), "big")
+        reply = dns.message.from_wire(await reader.readexactly(size))
+    finally:
+        writer.close()
+    assert reply.id == query.id
+    return reply
