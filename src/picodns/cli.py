@@ -107,11 +107,14 @@ def run(config: Config) -> int:
     (reported as one line on stderr). Raises nothing for operator mistakes.
     """
     _setup_logging(config.log_level)
-    try:
-        listeners = [bind(host, port) for host, port in config.listen]
-    except OSError as err:
-        print(f"picodns: -listen: cannot bind: {err.strerror or err}", file=sys.stderr)
-        return 1
+    listeners = []
+    for host, port in config.listen:
+        try:
+            listeners.append(bind(host, port))
+        except OSError as err:
+            where = format_hostport(host, port)
+            print(f"picodns: -listen {where}: cannot bind: {err.strerror or err}", file=sys.stderr)
+            return 1
     try:
         import uvloop
     except ImportError:  # the plain asyncio loop works, only slower

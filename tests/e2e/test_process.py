@@ -1,0 +1,58 @@
+"""PicoDNS as a real process started through its command: serving, signals, bind errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import subprocess
+import sys
+
+import dns.asyncquery
+import dns.message
+import pytest
+
+from tests.support.fake_upstream import FakeUpstream, answer
+from tests.support.processes import PicoProcess
+from tests.support.resolving import run
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_process_serves_then_exits_zero_on_signal(sig: int) -> None:
+    async def main() -> None:
+        async with FakeUpstream(answer(address="192.0.2.44")) as up:
+            with PicoProcess("-upstreams", f"127.0.0.1:{up.port}") as pico:
+                for transport in (dns.asyncquery.udp, dns.asyncquery.tcp):
+                    query = dns.message.make_query("proc.example.", "A")
+                    reply = await transport(query, "127.0.0.1", port=pico.port, timeout=5)
+                    assert reply.answer[0][0].address == "192.0.2.44"
+                assert len(up.received) == 1
+                loop = asyncio.get_running_loop()
+                assert await loop.run_in_executor(None, pico.stop, sig) == 0
+                assert any("stopped" in line for line in pico.proc.stderr or [])
+
+    run(main())
+
+
+def test_listen_address_in_use_stops_startup_with_one_line_and_exit_1() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "picodns",
+                "-listen",
+                f"127.0.0.1:{port}",
+                "-upstreams",
+                "127.0.0.1:5300",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("picodns: -listen")
+    assert "in use" in lines[0]
