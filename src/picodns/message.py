@@ -63,7 +63,8 @@ KEY_DO = 2  # bits of the cache key's last byte
 KEY_CD = 1
 _KEY_FLAGS = (b"\x00", b"\x01", b"\x02", b"\x03")
 _TTL = struct.Struct("!I")
-_OPT_FIXED = struct.Struct("!HHBBHH")  # type, payload, ext-rcode, version, flags, rdlength
+_OPT_FIXED = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
+_PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, AN 0, NS 0, AR high byte 0
 _TTL_TOP = 0x80000000
 
 
@@ -84,31 +85,38 @@ def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
     """Scan a plain query once and return ``(key, qend, limit)``, or None to take the slow path.
 
     `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
-    payload limit clamped to 512..4096. None means the packet is not a well-formed plain
-    QUERY (QR set, other opcode, counts other than 1/0/0/0-1, EDNS version > 0, anything odd):
-    :func:`parse_query` then decides. Raises WireError only for a malformed question name.
+    payload limit clamped to 512..4096. None means the packet is not a plain QUERY (QR set,
+    another opcode, counts other than 1/0/0/0-1, an OPT that is not last or is malformed, EDNS
+    version > 0): :func:`parse_query` then decides. Never raises.
+
+    This is the cache-hit path, so QNAME is not walked label by label: it is taken to end at
+    the first zero octet. That is exact for every name without a zero octet inside a label.
+    For the rare name with one, the key comes out different from :func:`parse_query`'s, and so
+    matches no cache entry (every stored key comes from parse_query): the query takes the slow
+    path. The same argument makes a hit safe without a walk: a key equal to a stored one can
+    only come from a QNAME with the same label structure, since label lengths (<= 63) are
+    never changed by case folding.
     """
     n = len(buf)
-    if (
-        n < 17
-        or buf[2] & 0xF8  # QR or an opcode other than QUERY
-        or buf[4:10] != b"\x00\x01\x00\x00\x00\x00"
-        or buf[10]
-    ):
+    if n < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
         return None
-    qend = scan_qname(buf, HEADER_SIZE)
+    qend = buf.find(0, HEADER_SIZE) + 1
     pos = qend + 4
+    if qend == 0 or pos > n:
+        return None
     cd = KEY_CD if buf[3] & 0x10 else 0
     ar = buf[11]
     if ar == 0:
         if pos != n:
             return None
         return buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[cd], qend, 0
-    if ar != 1 or pos + 11 > n or buf[pos] != 0:
+    if ar != 1 or pos + 11 > n:
         return None
-    rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(buf, pos + 1)
+    root, rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(buf, pos)
     end = pos + 11 + rdlen
-    if rtype != TYPE_OPT or version or end != n or not _opt_options_ok(buf, pos + 11, end):
+    if root or rtype != TYPE_OPT or version or end != n:
+        return None
+    if rdlen and not _opt_options_ok(buf, pos + 11, end):
         return None
     flags = cd | (KEY_DO if eflags & 0x8000 else 0)
     key = buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[flags]

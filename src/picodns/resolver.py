@@ -78,10 +78,7 @@ class Resolver:
 
         None also means "not a plain query": the slow path validates it. Never raises.
         """
-        try:
-            scanned = scan_query(query)
-        except WireError:
-            return None
+        scanned = scan_query(query)
         if scanned is None:
             return None
         key, qend, limit = scanned

@@ -147,6 +147,8 @@ class Upstream:
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.latencies: list[float] = []  # recent successful RTTs, bounded; metrics read them
         self._channels: list[_Channel] = []
+        self._opening = 0  # sockets being opened right now
+        self._opened = asyncio.Event()  # wakes callers waiting for a socket being opened
 
     def __repr__(self) -> str:
         return f"Upstream({self.host!r}, {self.port})"
@@ -173,17 +175,30 @@ class Upstream:
         self.retry_at = now + backoff
 
     async def _channel(self) -> _Channel:
+        """Return a socket for one more query: a random open one once the pool is full.
+
+        Sockets being opened count toward the pool, so a burst of misses opens at most
+        SOCKETS_PER_UPSTREAM of them; callers that find none open yet wait for the first.
+        """
         channels = self._channels
-        if len(channels) >= SOCKETS_PER_UPSTREAM:
+        while not channels and self._opening >= SOCKETS_PER_UPSTREAM:
+            self._opened.clear()
+            await self._opened.wait()  # set when an opening ends, whether it worked or not
+        if len(channels) + self._opening >= SOCKETS_PER_UPSTREAM:
             channel = random.choice(channels)
         else:
-            loop = asyncio.get_running_loop()
-            _transport, channel = await loop.create_datagram_endpoint(
-                lambda: _Channel(self), remote_addr=(self.host, self.port), family=self.family
-            )
+            self._opening += 1
+            try:
+                loop = asyncio.get_running_loop()
+                _transport, channel = await loop.create_datagram_endpoint(
+                    lambda: _Channel(self), remote_addr=(self.host, self.port), family=self.family
+                )
+            finally:
+                self._opening -= 1
+                self._opened.set()
             channels.append(channel)
         channel.uses += 1
-        if channel.uses >= MAX_SOCKET_USES:
+        if channel.uses >= MAX_SOCKET_USES and channel in channels:
             channels.remove(channel)
             channel.retired = True
         return channel

@@ -11,6 +11,7 @@ import time
 
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
@@ -426,6 +427,29 @@ def test_malformed_and_special_queries_get_the_rfc_rcode_without_upstream() -> N
             out = await resolver.resolve(v1)
             assert out is not None and dns.message.from_wire(out).rcode() == dns.rcode.BADVERS
             assert up.received == []
+            resolver.client.close()
+
+    run(main())
+
+
+def test_name_with_zero_octet_in_a_label_is_answered_correctly_via_the_slow_path() -> None:
+    async def main() -> None:
+        async with FakeUpstream(answer()) as up:
+            resolver = make_resolver(up)
+            name = dns.name.Name([b"a\x00b", b"example", b""])
+            query = dns.message.make_query(name, "A")
+            wire = query.to_wire()
+            first = await ask_wire(resolver, wire)
+            assert first is not None
+            assert resolver.lookup(wire, resolver.clock()) is None  # the fast path declines
+            second = await resolver.resolve(wire)
+            assert second is not None
+            assert len(up.received) == 1  # ...and the slow path finds the cached entry
+            assert up.queries()[0].question[0].name == name
+            for out in (first, second):
+                reply = dns.message.from_wire(out)
+                assert reply.id == query.id and reply.question[0].name == name
+                assert reply.answer[0][0].address == "192.0.2.1"
             resolver.client.close()
 
     run(main())
