@@ -22,11 +22,13 @@ from picodns.errors import FORMERR, NOTIMP, REFUSED, SERVFAIL, UpstreamError, Wi
 from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import UpstreamClient
-from picodns.wire import FLAG_RA, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
+from picodns.wire import FLAG_AA, FLAG_RA, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
 
 __all__ = ["Resolver", "personalize"]
 
 _QTYPE_OPT = 41
+_AA = FLAG_AA >> 8  # in the header's third byte
+_RA = FLAG_RA  # in the fourth
 _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
 
@@ -147,8 +149,10 @@ class Resolver:
             data, info = strip_opt(data, info)
         except WireError as exc:
             raise UpstreamError(f"malformed reply: {exc}", "malformed") from None
-        if not data[3] & (FLAG_RA & 0xFF):
-            data = data[:3] + bytes((data[3] | (FLAG_RA & 0xFF),)) + data[4:]
+        # We are not authoritative (RFC 1035 4.1.1: AA only from an authoritative server), and
+        # we do offer recursion: clear AA, set RA, once, before the reply is stored.
+        if data[2] & _AA or not data[3] & _RA:
+            data = data[:2] + bytes((data[2] & ~_AA & 0xFF, data[3] | _RA)) + data[4:]
         now = self.clock()
         entry = self.cache.put(key, data, info, now)
         return entry if entry is not None else Entry.transient(data, do, now)

@@ -453,3 +453,23 @@ def test_name_with_zero_octet_in_a_label_is_answered_correctly_via_the_slow_path
             resolver.client.close()
 
     run(main())
+
+
+def test_forwarded_and_cached_answers_clear_aa_and_set_ra() -> None:
+    def authoritative(query: dns.message.Message, transport: str) -> dns.message.Message:
+        reply = answer()(query, transport)
+        reply.flags |= dns.flags.AA
+        reply.flags &= ~dns.flags.RA
+        return reply
+
+    async def main() -> None:
+        async with FakeUpstream(authoritative) as up:
+            resolver = make_resolver(up)
+            for _ in range(2):  # the miss, then the hit
+                reply = await ask(resolver, "aa.example.")
+                assert not reply.flags & dns.flags.AA
+                assert reply.flags & dns.flags.RA
+            assert len(up.received) == 1
+            resolver.client.close()
+
+    run(main())
