@@ -105,20 +105,22 @@ class _Channel(asyncio.DatagramProtocol):
         self._maybe_close()
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends on a connected socket: fail fast, every query on it.
-        for future, _question in self.pending.values():
-            if not future.done():
-                future.set_exception(UpstreamError(f"network error: {exc}", "network"))
-        self.pending.clear()
-        self.retired = True
+        # ICMP port unreachable and friends on a connected socket: fail fast, every query on it,
+        # and take the socket out of the pool so the next query gets a fresh one.
+        self._fail_all(UpstreamError(f"network error: {exc}", "network"))
         self._maybe_close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_all(UpstreamError("socket closed", "network"))
+        self.transport = None
+
+    def _fail_all(self, error: UpstreamError) -> None:
         for future, _question in self.pending.values():
             if not future.done():
-                future.set_exception(UpstreamError("socket closed"))
+                future.set_exception(error)
         self.pending.clear()
         self.retired = True
+        self.upstream.discard(self)
 
     def forget(self, qid: int) -> None:
         """Drop a query that timed out or was cancelled."""
@@ -212,15 +214,18 @@ class Upstream:
         on a network error. Mismatched and malformed replies are counted and ignored.
         """
         channel = await self._channel()
+        transport = channel.transport
+        if transport is None or transport.is_closing():
+            self.discard(channel)
+            raise UpstreamError("socket closed", "network")
         qid = _rng.id16()
         while qid in channel.pending:
             qid = _rng.id16()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[tuple[bytes, ReplyInfo]] = loop.create_future()
         channel.pending[qid] = (future, question)
-        assert channel.transport is not None
         self.queries += 1
-        channel.transport.sendto(build_query(qid, question, cd=cd, do=do))
+        transport.sendto(build_query(qid, question, cd=cd, do=do))
         timer = loop.call_later(timeout, _expire, future)
         try:
             return await future
@@ -259,6 +264,12 @@ class Upstream:
         if info.id != qid or info.question(data) != question:
             raise UpstreamError("mismatched reply over TCP", "mismatch")
         return data, info
+
+    def discard(self, channel: _Channel) -> None:
+        """Take a failed socket out of the pool (it closes once its queries are done)."""
+        channel.retired = True
+        if channel in self._channels:
+            self._channels.remove(channel)
 
     def close(self) -> None:
         """Close every UDP socket."""
