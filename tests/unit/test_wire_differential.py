@@ -320,7 +320,7 @@ def replies(draw: st.DrawFn) -> Reply:
             opt_rrset.add(dns.rdtypes.ANY.OPT.OPT(opt.payload, 41, generic), ednsflags)
             msg.additional.insert(opt.position, opt_rrset)
     return Reply(
-        msg.to_wire(max_size=65535),
+        msg.to_wire(max_size=65535, want_shuffle=False),
         mid,
         flags,
         rcode,

@@ -49,10 +49,10 @@ def _seed_messages() -> list[bytes]:
         q = dns.message.make_query(name, rdtype, use_edns=0 if edns else False, want_dnssec=do)
         if cd:
             q.flags |= dns.flags.CD
-        seeds.append(q.to_wire())
+        seeds.append(q.to_wire(want_shuffle=False))
     q = dns.message.make_query("opt.example", "TXT", use_edns=0)
     q.use_edns(0, 0, 1232, options=[dns.edns.GenericOption(65001, b"cookie!!")])
-    seeds.append(q.to_wire())
+    seeds.append(q.to_wire(want_shuffle=False))
 
     def response(qname: str, rdtype: str, rcode: int, edns: bool) -> dns.message.Message:
         q = dns.message.make_query(qname, rdtype, use_edns=0 if edns else False)
@@ -71,7 +71,7 @@ def _seed_messages() -> list[bytes]:
         )
     )
     r.additional.append(dns.rrset.from_text("ns1.example.com.", 3600, "IN", "A", "192.0.2.53"))
-    seeds.append(r.to_wire())
+    seeds.append(r.to_wire(want_shuffle=False))
 
     r = response("nope.example.com", "A", dns.rcode.NXDOMAIN, True)
     r.authority.append(
@@ -79,7 +79,7 @@ def _seed_messages() -> list[bytes]:
             "example.com.", 900, "IN", "SOA", "ns1.example.com. admin.example.com. 1 2 3 4 60"
         )
     )
-    seeds.append(r.to_wire())
+    seeds.append(r.to_wire(want_shuffle=False))
 
     r = response("mail.example.com", "MX", dns.rcode.NOERROR, False)
     r.answer.append(
@@ -88,7 +88,7 @@ def _seed_messages() -> list[bytes]:
     r.answer.append(
         dns.rrset.from_text("mail.example.com.", 30, "IN", "TXT", '"a" "' + "b" * 200 + '"')
     )
-    seeds.append(r.to_wire())
+    seeds.append(r.to_wire(want_shuffle=False))
 
     # An OPT between additional records, and an upstream BADVERS.
     r = response("x.example", "A", dns.rcode.NOERROR, False)
@@ -97,10 +97,10 @@ def _seed_messages() -> list[bytes]:
     opt.add(dns.rdtypes.ANY.OPT.OPT(1232, dns.rdatatype.OPT, []), 0x01008000)
     r.additional.append(opt)
     r.additional.append(dns.rrset.from_text("x.example.", 5, "IN", "AAAA", "2001:db8::1"))
-    seeds.append(r.to_wire())
+    seeds.append(r.to_wire(want_shuffle=False))
 
     r = response("servfail.example", "A", dns.rcode.SERVFAIL, True)
-    seeds.append(r.to_wire())
+    seeds.append(r.to_wire(want_shuffle=False))
     return seeds
 
 
