@@ -313,14 +313,15 @@ def _soa_minimum(buf: bytes, pos: int, end: int) -> int:
 def strip_opt(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     """Return the reply without its OPT record (EDNS is hop-by-hop, RFC 6891 6.1.1), and its info.
 
-    When the OPT record is last (the usual case) it is cut off and `info` stays valid. When
-    records follow it, they are dropped too: cutting the OPT out from between them would move
+    When the OPT record is last and carries no extended rcode (the usual case) it is cut off
+    and `info` stays valid. Otherwise the result is analyzed again. When records follow it,
+    they are dropped too: cutting the OPT out from between them would move
     names that later compression pointers refer to. Dropping additional records is safe; they
     are optional data. Raises WireError only if the shortened reply does not parse.
     """
     if info.opt_start < 0:
         return buf, info
-    if info.opt_end == len(buf):
+    if info.opt_end == len(buf) and info.rcode <= 0xF:
         ar = ((buf[10] << 8) | buf[11]) - 1
         out = buf[:10] + ar.to_bytes(2, "big") + buf[12 : info.opt_start]
         info.opt_start = info.opt_end = info.opt_index = -1

@@ -5,7 +5,7 @@ Rules kept here:
   :class:`~picodns.errors.WireError`, never IndexError or struct.error.
 - Names: labels <= 63 octets, names <= 255 octets (RFC 1035 2.3.4). A compression pointer must
   point strictly before the lowest offset already visited for that name, so loops are impossible
-  by construction and the work per name is bounded by the message size.
+  by construction; at most MAX_POINTER_HOPS pointers per name bound the work per name.
 - RDATA is opaque bytes (RFC 3597) read inside its RDLENGTH region, which must be used exactly.
 - At most one OPT record (RFC 6891 6.1.1).
 
@@ -32,6 +32,7 @@ __all__ = [
     "HEADER_SIZE",
     "MAX_LABEL",
     "MAX_NAME",
+    "MAX_POINTER_HOPS",
     "MAX_TCP_SIZE",
     "MAX_UDP_SIZE",
     "MIN_UDP_PAYLOAD",
@@ -55,6 +56,7 @@ __all__ = [
 HEADER_SIZE = 12
 MAX_LABEL = 63
 MAX_NAME = 255
+MAX_POINTER_HOPS = 16  # per name; bounds the work a hostile message can cause (as dnspython)
 MAX_UDP_SIZE = 4096  # largest UDP message we accept or ask for (RFC 6891 6.2.5)
 MAX_TCP_SIZE = 65535  # 2-byte length framing (RFC 7766 8): larger is impossible
 MIN_UDP_PAYLOAD = 512  # RFC 1035 4.2.1; RFC 6891 6.2.5: smaller EDNS sizes count as 512
@@ -85,6 +87,7 @@ def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:
     lowest = pos  # lowest offset visited: every pointer must point strictly below it
     total = 1  # the root label's length octet
     after = -1
+    hops = 0
     while True:
         if pos >= end:
             raise WireError("name runs past the end of its data")
@@ -106,6 +109,9 @@ def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:
             target = ((n & 0x3F) << 8) | buf[pos + 1]
             if target >= lowest:
                 raise WireError("compression pointer does not point backwards")
+            hops += 1
+            if hops > MAX_POINTER_HOPS:
+                raise WireError("too many compression pointers in one name")
             if after < 0:
                 after = pos + 2
             lowest = pos = target

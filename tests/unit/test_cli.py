@@ -7,7 +7,6 @@ Nothing here sends network traffic.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -414,16 +413,6 @@ def test_main_does_not_run_after_a_config_error(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(cli, "run", fail_run)
     assert main(["-workers", "0", *UPSTREAM]) == 2
-
-
-def test_placeholder_run_logs_one_info_line_and_returns_0(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.INFO)
-    config = dataclasses.replace(Config(), upstreams=(("127.0.0.1", 5300),))
-    assert cli.run(config) == 0
-    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
-    assert messages == ["picodns: configuration valid; serving is not implemented yet"]
 
 
 def test_timeout_error_runs_as_a_real_process_with_one_stderr_line() -> None:

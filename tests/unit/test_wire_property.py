@@ -21,6 +21,7 @@ import dns.rcode
 import dns.rdata
 import dns.rdtypes.ANY.OPT
 import dns.rrset
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -248,12 +249,34 @@ def _pointer_chain_message(flags: int) -> tuple[bytes, int]:
     return buf, count
 
 
-def test_maximal_pointer_chains_in_4096_octets_finish() -> None:
-    buf, count = _pointer_chain_message(0x8000)
-    msg = wire.read_message(buf)
-    assert [r.name for r in msg.answer] == [b"\x00"] * count
-    assert message.analyze_reply(buf).ancount == count
+def test_maximal_pointer_chains_in_4096_octets_are_rejected_quickly() -> None:
+    buf, _count = _pointer_chain_message(0x8000)
+    for parse in (wire.read_message, message.analyze_reply):
+        with pytest.raises(WireError, match="too many compression pointers"):
+            parse(buf)
     query, _ = _pointer_chain_message(0x0100)
-    assert message.parse_query(query).qname == b"\x00"
+    with pytest.raises(WireError):
+        message.parse_query(query)
     message.scan_query(query)
     message.error_reply(query, FORMERR)
+
+
+@pytest.mark.parametrize("hops", [wire.MAX_POINTER_HOPS, wire.MAX_POINTER_HOPS + 1])
+def test_pointer_hops_per_name_are_limited(hops: int) -> None:
+    # RDATA of the first record: pointers each pointing at the one before, the first at the
+    # question's root name; the second record's owner points at the last of them.
+    question = b"\x00" + struct.pack("!HH", 1, 1)
+    chain_at = 12 + len(question) + 1 + 10
+    chain = b"\xc0\x0c" + b"".join(
+        struct.pack("!H", 0xC000 | chain_at + 2 * i) for i in range(hops - 2)
+    )
+    first = b"\x00" + struct.pack("!HHIH", 65280, 1, 60, len(chain)) + chain
+    second = struct.pack("!H", 0xC000 | chain_at + 2 * (hops - 2)) + struct.pack(
+        "!HHIH", 1, 1, 60, 0
+    )
+    buf = struct.pack("!6H", 1, 0x8000, 1, 2, 0, 0) + question + first + second
+    if hops <= wire.MAX_POINTER_HOPS:
+        assert wire.read_message(buf).answer[1].name == b"\x00"
+    else:
+        with pytest.raises(WireError, match="too many compression pointers"):
+            wire.read_message(buf)
