@@ -91,6 +91,8 @@ zone:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
 
 
 class PicoProcess:
