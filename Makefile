@@ -48,6 +48,7 @@ lint: build
 
 bench-wire: build
 	$(PY) bench/bench_wire.py
+	$(PY) bench/bench_hit.py
 
 clean:
 	rm -rf $(VENV) bin build *.egg-info
