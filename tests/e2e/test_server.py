@@ -254,8 +254,9 @@ def test_tcp_connections_over_the_cap_are_refused_and_counted() -> None:
         async with FakeUpstream(answer()) as up, running(up, tcp_max_connections=2) as srv:
             conns = [await asyncio.open_connection(srv.host, srv.port) for _ in range(2)]
             await asyncio.sleep(0.05)
-            reader, _writer = await asyncio.open_connection(srv.host, srv.port)
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
             assert await reader.read(10) == b""  # closed by the server
+            writer.close()
             assert srv.server.stats.tcp_refused == 1
             for _, w in conns:
                 w.close()
@@ -272,6 +273,7 @@ def test_idle_and_half_written_tcp_connections_are_closed_alone() -> None:
             writer.write(b"\x00\x40abc")  # a frame announced as 64 bytes, never finished
             async with asyncio.timeout(3):
                 assert await reader.read(10) == b""
+            writer.close()
             assert srv.server.stats.tcp_idle_closed == 1
             assert (await tcp_ask(srv, dns.message.make_query("t.example.", "A"))).answer
 
