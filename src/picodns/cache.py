@@ -36,6 +36,8 @@ class Entry:
         "negative",
         "offsets",
         "opt",
+        "qname",
+        "render_until",
         "rendered",
         "rendered_at",
         "rendered_opt",
@@ -64,8 +66,11 @@ class Entry:
         self.opt = _OPTS[do]
         """Our OPT record for this client's DO bit."""
         self.rendered_at = -1
+        self.render_until = stored  # `rendered` is current until this time
         self.rendered = template
         self.rendered_opt = template
+        self.qname = template[12 : template.find(0, 12) + 1]
+        """QNAME as stored, to tell whether a client's spelling needs patching in."""
 
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
@@ -77,6 +82,7 @@ class Entry:
     def render(self, now: float) -> None:
         """Refresh `rendered` (no OPT) and `rendered_opt` (our OPT appended) for `now`'s second."""
         elapsed = int(now - self.stored)
+        self.render_until = self.stored + elapsed + 1
         if elapsed == self.rendered_at:
             return
         out = render_ttls(self.template, self.offsets, self.ttls, elapsed)
@@ -128,7 +134,8 @@ class Cache:
         self.hits += 1
         if entry.negative:
             self.negative_hits += 1
-        entry.render(now)
+        if now >= entry.render_until:
+            entry.render(now)
         return entry
 
     def lifetime(self, info: ReplyInfo) -> int:

@@ -44,6 +44,7 @@ from picodns.wire import (
 __all__ = [
     "KEY_CD",
     "KEY_DO",
+    "MAX_TAILS",
     "UPSTREAM_PAYLOAD",
     "Query",
     "ReplyInfo",
@@ -81,13 +82,51 @@ def _opt_options_ok(buf: bytes, pos: int, end: int) -> bool:
     return pos == end
 
 
+# What follows QNAME in a plain query (QTYPE, QCLASS and the OPT record, if any) repeats from
+# query to query: a client sends the same EDNS size, flags and options every time. So it is
+# parsed once and remembered: tail bytes -> (key suffix if CD=0, key suffix if CD=1, client
+# limit, ARCOUNT it implies), or _NOT_PLAIN. Bounded: forgotten wholesale when full.
+_TailInfo = tuple[bytes, bytes, int, int]
+_NOT_PLAIN: _TailInfo = (b"", b"", 0, -1)
+_TAILS: dict[bytes, _TailInfo] = {}
+MAX_TAILS = 4096
+
+
+def _learn_tail(tail: bytes) -> _TailInfo:
+    n = len(tail)
+    if n < 4:
+        info = _NOT_PLAIN
+    elif n == 4:
+        info = (tail + _KEY_FLAGS[0], tail + _KEY_FLAGS[KEY_CD], 0, 0)
+    elif n < 15:
+        info = _NOT_PLAIN
+    else:
+        root, rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(tail, 4)
+        if (
+            root
+            or rtype != TYPE_OPT
+            or version
+            or 15 + rdlen != n
+            or not _opt_options_ok(tail, 15, n)
+        ):
+            info = _NOT_PLAIN
+        else:
+            do = KEY_DO if eflags & 0x8000 else 0
+            qtc = tail[:4]
+            info = (qtc + _KEY_FLAGS[do], qtc + _KEY_FLAGS[do | KEY_CD], udp_limit(payload), 1)
+    if len(_TAILS) >= MAX_TAILS:
+        _TAILS.clear()
+    _TAILS[tail] = info
+    return info
+
+
 def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
     """Scan a plain query once and return ``(key, qend, limit)``, or None to take the slow path.
 
     `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
     payload limit clamped to 512..4096. None means the packet is not a plain QUERY (QR set,
     another opcode, counts other than 1/0/0/0-1, an OPT that is not last or is malformed, EDNS
-    version > 0): :func:`parse_query` then decides. Never raises.
+    version > 0, trailing bytes): :func:`parse_query` then decides. Never raises.
 
     This is the cache-hit path, so QNAME is not walked label by label: it is taken to end at
     the first zero octet. That is exact for every name without a zero octet inside a label.
@@ -97,30 +136,19 @@ def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
     only come from a QNAME with the same label structure, since label lengths (<= 63) are
     never changed by case folding.
     """
-    n = len(buf)
-    if n < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
+    if len(buf) < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
         return None
     qend = buf.find(0, HEADER_SIZE) + 1
-    pos = qend + 4
-    if qend == 0 or pos > n:
+    if qend == 0:
         return None
-    cd = KEY_CD if buf[3] & 0x10 else 0
-    ar = buf[11]
-    if ar == 0:
-        if pos != n:
-            return None
-        return buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[cd], qend, 0
-    if ar != 1 or pos + 11 > n:
+    tail = buf[qend:]
+    info = _TAILS.get(tail)
+    if info is None:
+        info = _learn_tail(tail)
+    if buf[11] != info[3]:
         return None
-    root, rtype, payload, _ext, version, eflags, rdlen = _OPT_FIXED.unpack_from(buf, pos)
-    end = pos + 11 + rdlen
-    if root or rtype != TYPE_OPT or version or end != n:
-        return None
-    if rdlen and not _opt_options_ok(buf, pos + 11, end):
-        return None
-    flags = cd | (KEY_DO if eflags & 0x8000 else 0)
-    key = buf[HEADER_SIZE:qend].lower() + buf[qend:pos] + _KEY_FLAGS[flags]
-    return key, qend, udp_limit(payload)
+    suffix = info[1] if buf[3] & 0x10 else info[0]  # CD bit
+    return buf[HEADER_SIZE:qend].lower() + suffix, qend, info[2]
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,12 +22,14 @@ from picodns.errors import FORMERR, NOTIMP, REFUSED, SERVFAIL, UpstreamError, Wi
 from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import UpstreamClient
-from picodns.wire import FLAG_AA, FLAG_RA, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
+from picodns.wire import FLAG_AA, FLAG_RA, FLAG_RD, HEADER_SIZE, MIN_UDP_PAYLOAD
 
 __all__ = ["Resolver", "personalize"]
 
+_BYTES = tuple(bytes((i,)) for i in range(256))
 _QTYPE_OPT = 41
 _AA = FLAG_AA >> 8  # in the header's third byte
+_RD = FLAG_RD >> 8  # in the third too: stored replies have RD=1, personalize copies the client's
 _RA = FLAG_RA  # in the fourth
 _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
@@ -40,18 +42,14 @@ def personalize(entry: Entry, query: bytes, qend: int, limit: int, tcp: bool) ->
     one (`limit` > 0). Over UDP, a reply larger than the client's limit (512 without EDNS)
     becomes a TC=1 reply with just the question, so the client retries over TCP.
     """
-    if limit:
-        base = entry.rendered_opt
-        size = MAX_TCP_SIZE if tcp else limit
-    else:
-        base = entry.rendered
-        size = MAX_TCP_SIZE if tcp else MIN_UDP_PAYLOAD
-    if query[2] & 1 == base[2] & 1 and query[12:qend] == base[12:qend]:
+    base = entry.rendered_opt if limit else entry.rendered
+    # Stored replies have RD=1; most clients set RD and spell the name as it was stored.
+    if query[2] & 1 and query.startswith(entry.qname, HEADER_SIZE):
         out = query[:2] + base[2:]
     else:
-        flags = bytes(((base[2] & 0xFE) | (query[2] & 1),))
-        out = query[:2] + flags + base[3:12] + query[12:qend] + base[qend:]
-    if len(out) > size:
+        flags = _BYTES[(base[2] & 0xFE) | (query[2] & 1)]
+        out = query[:2] + flags + base[3:HEADER_SIZE] + query[HEADER_SIZE:qend] + base[qend:]
+    if len(out) > (limit or MIN_UDP_PAYLOAD) and not tcp:
         return _truncated(out, qend, entry.opt if limit else b"")
     return out
 
@@ -150,9 +148,10 @@ class Resolver:
         except WireError as exc:
             raise UpstreamError(f"malformed reply: {exc}", "malformed") from None
         # We are not authoritative (RFC 1035 4.1.1: AA only from an authoritative server), and
-        # we do offer recursion: clear AA, set RA, once, before the reply is stored.
-        if data[2] & _AA or not data[3] & _RA:
-            data = data[:2] + bytes((data[2] & ~_AA & 0xFF, data[3] | _RA)) + data[4:]
+        # we do offer recursion: clear AA, set RA (and RD, which personalize then sets to the
+        # client's), once, before the reply is stored.
+        if data[2] & _AA or not data[2] & _RD or not data[3] & _RA:
+            data = data[:2] + bytes(((data[2] & ~_AA & 0xFF) | _RD, data[3] | _RA)) + data[4:]
         now = self.clock()
         entry = self.cache.put(key, data, info, now)
         return entry if entry is not None else Entry.transient(data, do, now)
