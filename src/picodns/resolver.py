@@ -18,7 +18,15 @@ import time
 from collections.abc import Callable
 
 from picodns.cache import Cache, Entry
-from picodns.errors import FORMERR, NOTIMP, REFUSED, SERVFAIL, UpstreamError, WireError
+from picodns.errors import (
+    BADVERS,
+    FORMERR,
+    NOTIMP,
+    REFUSED,
+    SERVFAIL,
+    UpstreamError,
+    WireError,
+)
 from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import UpstreamClient
@@ -28,6 +36,7 @@ __all__ = ["Resolver", "personalize"]
 
 _BYTES = tuple(bytes((i,)) for i in range(256))
 _QTYPE_OPT = 41
+_REASONS = {FORMERR: "formerr", NOTIMP: "notimp", BADVERS: "badvers"}
 _AA = FLAG_AA >> 8  # in the header's third byte
 _RD = FLAG_RD >> 8  # in the third too: stored replies have RD=1, personalize copies the client's
 _RA = FLAG_RA  # in the fourth
@@ -67,11 +76,13 @@ class Resolver:
         self.client = client
         self.clock = clock
         self._inflight: dict[bytes, asyncio.Future[Entry | None]] = {}
-        # Counters, read by metrics.
+        # Counters, read by metrics. Cache hits are counted by the cache's entries; these
+        # count what the slow path answered itself.
         self.coalesced = 0
         self.upstream_failures = 0
-        self.malformed = 0
-        self.dropped = 0
+        self.queries: dict[int, int] = {}  # by qtype
+        self.responses: dict[int, int] = {}  # by rcode
+        self.malformed: dict[str, int] = {}  # by reason
 
     def lookup(self, query: bytes, now: float, tcp: bool = False) -> bytes | None:
         """Answer `query` from the cache; return the reply bytes, or None on a miss.
@@ -97,25 +108,41 @@ class Resolver:
         try:
             q = parse_query(query)
         except WireError as exc:
-            if exc.rcode is None:
-                self.dropped += 1
-                return None
-            self.malformed += 1
-            return error_reply(query, exc.rcode, edns=exc.rcode > 0xF)
-        if q.qtype == _QTYPE_OPT:
-            self.malformed += 1
-            return error_reply(query, FORMERR, edns=q.limit > 0)
-        if q.qtype in _REFUSED_QTYPES:
-            return error_reply(query, REFUSED, edns=q.limit > 0)
-        if q.qtype in _NOTIMP_QTYPES:
-            return error_reply(query, NOTIMP, edns=q.limit > 0)
-        now = self.clock()
-        entry = self.cache.get(q.key, now, count_miss=False)
-        if entry is None:
+            return self._reject(query, exc)
+        qtype = q.qtype
+        if qtype == _QTYPE_OPT:
+            return self._reject(query, WireError("OPT as QTYPE"), q.limit > 0)
+        if qtype in _REFUSED_QTYPES or qtype in _NOTIMP_QTYPES:
+            return self._answer_error(
+                query, qtype, REFUSED if qtype in _REFUSED_QTYPES else NOTIMP, q.limit
+            )
+        entry = self.cache.get(q.key, self.clock(), count_miss=False)
+        if entry is None:  # the entry counts its own hits; count the rest here
             entry = await self._fetch(q.key)
             if entry is None:
-                return error_reply(query, SERVFAIL, edns=q.limit > 0)
+                return self._answer_error(query, qtype, SERVFAIL, q.limit)
+            self._count(qtype, entry.template[3] & 0xF)
         return personalize(entry, query, q.qend, q.limit, tcp)
+
+    def _count(self, qtype: int, rcode: int) -> None:
+        self.queries[qtype] = self.queries.get(qtype, 0) + 1
+        self.responses[rcode] = self.responses.get(rcode, 0) + 1
+
+    def _answer_error(self, query: bytes, qtype: int, rcode: int, limit: int) -> bytes | None:
+        self._count(qtype, rcode)
+        return error_reply(query, rcode, edns=limit > 0)
+
+    def _reject(self, query: bytes, exc: WireError, edns: bool = False) -> bytes | None:
+        """Count a malformed query by reason; return what it gets (None: dropped)."""
+        if exc.rcode is None:
+            reason = "short" if len(query) < HEADER_SIZE else "response"
+        else:
+            reason = _REASONS.get(exc.rcode, "formerr")
+        self.malformed[reason] = self.malformed.get(reason, 0) + 1
+        if exc.rcode is None:
+            return None
+        self.responses[exc.rcode] = self.responses.get(exc.rcode, 0) + 1
+        return error_reply(query, exc.rcode, edns=edns or exc.rcode > 0xF)
 
     def servfail(self, query: bytes) -> bytes | None:
         """Return SERVFAIL for `query` (used when handling it failed unexpectedly)."""

@@ -22,7 +22,15 @@ from typing import Any, Protocol, cast
 
 from picodns.pool import Pool
 
-__all__ = ["MAX_TCP_PIPELINE", "Handler", "Listener", "Server", "ServerStats", "bind"]
+__all__ = [
+    "MAX_TCP_PIPELINE",
+    "Handler",
+    "Listener",
+    "QueryLog",
+    "Server",
+    "ServerStats",
+    "bind",
+]
 
 MAX_UDP_IN = 4096  # RFC 6891 6.2.5: larger UDP queries are dropped (== wire.MAX_UDP_SIZE)
 MAX_TCP_PIPELINE = 64  # queries in flight per TCP connection before we stop reading from it
@@ -30,6 +38,10 @@ RCVBUF = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 _log = logging.getLogger("picodns.server")
 
 Send = Callable[[bytes], None]
+# A miss waiting for a worker: query, over TCP?, where the reply goes, client, time received.
+_Item = tuple[bytes, bool, Send, Any, float]
+# transport, client, query, reply (None: dropped), "cache" or "resolved", seconds taken
+QueryLog = Callable[[str, Any, bytes, "bytes | None", str, float], None]
 
 
 class Handler(Protocol):
@@ -52,7 +64,6 @@ class ServerStats:
     tcp_open: int = 0
     tcp_refused: int = 0
     tcp_idle_closed: int = 0
-    cache_answers: int = 0
 
 
 @dataclass
@@ -127,20 +138,22 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
+        # The hot path: one clock read, one lookup, one send. Nothing else on a hit.
         server = self.server
         stats = server.stats
         stats.udp_queries += 1
         now = server.clock()
         reply = server.handler.lookup(data, now)
         if reply is not None:
-            stats.cache_answers += 1
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
+            if server.query_log is not None:
+                server.query_log("udp", addr, data, reply, "cache", 0.0)
             return
         if len(data) > MAX_UDP_IN:
             stats.udp_oversize += 1
             return
         if server.accepting:
-            server.pool.submit((data, False, self._sender(addr)), now)
+            server.pool.submit((data, False, self._sender(addr), addr, now), now)
 
     def _sender(self, addr: Any) -> Send:
         transport = self.transport
@@ -164,9 +177,11 @@ class _Tcp(asyncio.Protocol):
         self.in_flight = 0
         self.paused = False
         self.idle: asyncio.TimerHandle | None = None
+        self.peer: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.peer = transport.get_extra_info("peername")
         listener = self.listener
         if listener.open >= self.server.max_connections or not self.server.accepting:
             self.server.stats.tcp_refused += 1
@@ -220,11 +235,12 @@ class _Tcp(asyncio.Protocol):
             now = server.clock()
             reply = server.handler.lookup(query, now, True)
             if reply is not None:
-                server.stats.cache_answers += 1
                 self.send(reply)
+                if server.query_log is not None:
+                    server.query_log("tcp", self.peer, query, reply, "cache", 0.0)
             elif server.accepting:
                 self.in_flight += 1
-                if not server.pool.submit((query, True, self._done), now):
+                if not server.pool.submit((query, True, self._done, self.peer, now), now):
                     self.in_flight -= 1
         self.buffer = buf[pos:]
         self._arm_idle()
@@ -268,13 +284,15 @@ class Server:
         idle_timeout: float = 10.0,
         max_connections: int = 256,
         clock: Callable[[], float] = time.monotonic,
+        query_log: QueryLog | None = None,
     ) -> None:
         self.handler = handler
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self.stats = ServerStats()
-        self.pool: Pool[tuple[bytes, bool, Send]] = Pool(
+        self.query_log = query_log
+        self.pool: Pool[_Item] = Pool(
             self._work, workers, queue_size, max_wait, clock, on_error=self._fail
         )
         self.accepting = False
@@ -282,16 +300,19 @@ class Server:
         self._tcp: list[asyncio.Server] = []
         self._tcp_listeners: list[_TcpListener] = []
 
-    async def _work(self, item: tuple[bytes, bool, Send]) -> None:
-        query, tcp, send = item
+    async def _work(self, item: _Item) -> None:
+        query, tcp, send, peer, received = item
         reply = await self.handler.resolve(query, tcp)
         if reply is not None:
             send(reply)
         elif tcp:
             send(b"")  # releases the connection's pipeline slot without writing
+        if self.query_log is not None:
+            latency = self.clock() - received
+            self.query_log("tcp" if tcp else "udp", peer, query, reply, "resolved", latency)
 
-    def _fail(self, item: tuple[bytes, bool, Send]) -> None:
-        query, _tcp, send = item
+    def _fail(self, item: _Item) -> None:
+        query, _tcp, send, _peer, _received = item
         reply = self.handler.servfail(query)
         send(reply if reply is not None else b"")
 

@@ -22,6 +22,7 @@ Rules kept here (RFC 5452, STYLE.md rule 6):
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import socket
@@ -31,6 +32,7 @@ from typing import cast
 
 from picodns.errors import REFUSED, SERVFAIL, UpstreamError, UpstreamTimeout, WireError
 from picodns.message import ReplyInfo, analyze_reply, build_query
+from picodns.metrics import Histogram
 from picodns.wire import MAX_UDP_SIZE
 
 __all__ = [
@@ -46,6 +48,7 @@ MAX_SOCKET_USES = 64  # queries per socket before it is retired for a new random
 RETRY_MIN = 1.0  # seconds an upstream stays marked down after its first failure
 RETRY_MAX = 30.0  # ...doubling per consecutive failure up to this
 
+_log = logging.getLogger("picodns.upstream")
 FAILURE_REASONS = ("timeout", "servfail", "refused", "mismatch", "network", "malformed")
 
 
@@ -147,7 +150,7 @@ class Upstream:
         self.queries = 0
         self.tcp_queries = 0
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
-        self.latencies: list[float] = []  # recent successful RTTs, bounded; metrics read them
+        self.latency = Histogram()  # seconds from first send to an accepted answer
         self._channels: list[_Channel] = []
         self._opening = 0  # sockets being opened right now
         self._opened = asyncio.Event()  # wakes callers waiting for a socket being opened
@@ -161,17 +164,20 @@ class Upstream:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def mark_success(self, rtt: float) -> None:
-        """Record an answer: healthy again, latency sampled."""
+        """Record an answer: healthy again, latency observed."""
+        if not self.healthy:
+            _log.warning("upstream %s is back up", self.address)
         self.healthy = True
         self.consecutive_failures = 0
         self.srtt = rtt if self.srtt == 0.0 else self.srtt + (rtt - self.srtt) / 8
-        if len(self.latencies) < 4096:
-            self.latencies.append(rtt)
+        self.latency.observe(rtt)
 
     def mark_failure(self, reason: str, now: float) -> None:
         """Record a failed attempt: counted by reason, marked down with exponential backoff."""
         self.failures[reason] += 1
         self.consecutive_failures += 1
+        if self.healthy:
+            _log.warning("upstream %s is down (%s)", self.address, reason)
         self.healthy = False
         backoff = min(RETRY_MAX, RETRY_MIN * 2 ** (self.consecutive_failures - 1))
         self.retry_at = now + backoff

@@ -39,7 +39,7 @@ def test_udp_query_is_forwarded_then_answered_from_cache() -> None:
                 reply = await udp_ask(srv, dns.message.make_query("www.example.", "A"))
                 assert reply.answer[0][0].address == "192.0.2.1"
             assert len(up.received) == 1
-            assert srv.server.stats.cache_answers == 2
+            assert srv.resolver.cache.hits == 2
 
     run(main())
 
