@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from picodns import __version__
 from picodns.cache import Cache
@@ -30,10 +31,13 @@ from picodns.config import (
     quote,
     read_resolv_conf,
 )
-from picodns.errors import ConfigError, PicoDNSError
+from picodns.errors import ConfigError, PicoDNSError, WireError
+from picodns.exposition import Collector, MetricsEndpoint, drop_counts, render
+from picodns.metrics import QTYPE_NAMES, RCODE_NAMES
 from picodns.resolver import Resolver
 from picodns.server import Listener, Server, bind
 from picodns.upstream import Upstream, UpstreamClient
+from picodns.wire import HEADER_SIZE, name_to_text, scan_qname
 
 __all__ = ["InfoRequested", "main", "parse_args", "run", "usage"]
 
@@ -42,6 +46,7 @@ _log = logging.getLogger("picodns")
 _T = TypeVar("_T")
 
 SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
+DROP_LOG_INTERVAL = 10.0  # seconds between "dropped ..." warning lines (only when any)
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
 
@@ -59,7 +64,11 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("cache-max-ttl", "SECONDS", "keep cached replies at most this long"),
     ("tcp-idle-timeout", "DURATION", "close a client TCP connection idle this long"),
     ("tcp-max-connections", "N", "most client TCP connections per listener (1..65536)"),
+    ("metrics-listen", "ADDR", "serve /metrics, /health and /ready over HTTP here (off if unset)"),
+    ("log-format", "FORMAT", "log line format: text or json"),
+    ("query-log", "", "log one line per query (a switch; -query-log=false turns it off)"),
 )
+_BOOL_FLAGS = frozenset({"query-log"})
 _VALUE_FLAGS = frozenset(name for name, _, _ in _FLAGS)
 _HELP_FLAGS = frozenset({"h", "help"})
 _INFO_FLAGS = _HELP_FLAGS | {"version"}
@@ -106,7 +115,7 @@ def run(config: Config) -> int:
     Returns the exit status: 0 after a clean shutdown, 1 when a listener cannot be bound
     (reported as one line on stderr). Raises nothing for operator mistakes.
     """
-    _setup_logging(config.log_level)
+    _setup_logging(config.log_level, config.log_format)
     listeners = []
     for host, port in config.listen:
         try:
@@ -137,16 +146,21 @@ def build(config: Config) -> tuple[Server, Resolver]:
         max_wait=config.timeout,
         idle_timeout=config.tcp_idle_timeout,
         max_connections=config.tcp_max_connections,
+        query_log=log_query if config.query_log else None,
     )
     return server, resolver
 
 
 async def serve(
-    config: Config, listeners: list[Listener], shutdown: Awaitable[object] | None = None
+    config: Config,
+    listeners: list[Listener],
+    shutdown: Awaitable[object] | None = None,
+    ready: Callable[[Server, Resolver, tuple[str, int] | None], None] | None = None,
 ) -> None:
     """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
 
     The composition root: configuration in, objects wired together, run until told to stop.
+    `ready`, if given, is called once serving, with the objects and the metrics address.
     """
     loop = asyncio.get_running_loop()
     server, resolver = build(config)
@@ -156,9 +170,18 @@ async def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
         shutdown = stop.wait()
+    loop_name = type(loop).__module__.split(".")[0]
+    endpoint: MetricsEndpoint | None = None
+    metrics_at: tuple[str, int] | None = None
+    if config.metrics_listen is not None:
+        collector = Collector(server, resolver, loop_name)
+        endpoint = MetricsEndpoint(
+            lambda: render(collector), lambda: any(u.healthy for u in upstreams)
+        )
+        metrics_at = await endpoint.start(*config.metrics_listen)
     _log.info(
         "picodns %s listening on %s (udp+tcp); upstreams %s; workers=%d queue=%d cache=%d "
-        "timeout=%gs loop=%s",
+        "timeout=%gs tcp-max-connections=%d loop=%s metrics=%s",
         __version__,
         ",".join(listener.address for listener in listeners),
         ",".join(u.address for u in upstreams),
@@ -166,13 +189,63 @@ async def serve(
         config.queue_size,
         config.cache_size,
         config.timeout,
-        type(loop).__module__.split(".")[0],
+        config.tcp_max_connections,
+        loop_name,
+        format_hostport(*metrics_at) if metrics_at else "off",
     )
+    watch = asyncio.ensure_future(_warn_about_drops(server, resolver))
     try:
-        await server.serve(listeners, shutdown, grace=min(config.timeout, SHUTDOWN_GRACE))
+        await server.start(listeners)
+        if ready is not None:
+            ready(server, resolver, metrics_at)
+        await shutdown
     finally:
+        watch.cancel()
+        await server.stop(min(config.timeout, SHUTDOWN_GRACE))
+        if endpoint is not None:
+            await endpoint.stop()
         resolver.client.close()
     _log.info("picodns stopped")
+
+
+async def _warn_about_drops(server: Server, resolver: Resolver) -> None:
+    """Log what was dropped, summed over each interval: never a line per dropped packet."""
+    last = drop_counts(server, resolver)
+    while True:
+        await asyncio.sleep(DROP_LOG_INTERVAL)
+        now = drop_counts(server, resolver)
+        delta = {reason: now[reason] - last[reason] for reason in now}
+        last = now
+        if any(delta.values()):
+            summary = ", ".join(f"{reason} {n}" for reason, n in delta.items() if n)
+            _log.warning("dropped in the last %gs: %s", DROP_LOG_INTERVAL, summary)
+
+
+_query_log = logging.getLogger("picodns.query")
+
+
+def log_query(
+    transport: str, client: Any, query: bytes, reply: bytes | None, source: str, took: float
+) -> None:
+    """The query log line: client, question, rcode, cache or upstream, latency."""
+    try:
+        qend = scan_qname(query, HEADER_SIZE)
+        qname = name_to_text(query[HEADER_SIZE:qend])
+        qtype = int.from_bytes(query[qend : qend + 2], "big")
+        question = f"{qname} {QTYPE_NAMES.get(qtype, f'TYPE{qtype}')}"
+    except (WireError, IndexError):
+        question = "(unreadable question)"
+    rcode = RCODE_NAMES.get(reply[3] & 0xF, "other") if reply and len(reply) > 3 else "dropped"
+    host, port = (client[0], client[1]) if isinstance(client, tuple) else (client, 0)
+    _query_log.info(
+        "query %s %s %s %s %s %.3fms",
+        transport,
+        format_hostport(str(host), int(port)),
+        question,
+        rcode,
+        source,
+        took * 1000,
+    )
 
 
 def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config:
@@ -195,6 +268,9 @@ def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config
     cache_max_ttl = _get(raw, "cache-max-ttl", _integer(0, _MAX_TTL), d.cache_max_ttl)
     tcp_idle = _get(raw, "tcp-idle-timeout", _positive_duration(None), d.tcp_idle_timeout)
     tcp_max = _get(raw, "tcp-max-connections", _integer(1, 65536), d.tcp_max_connections)
+    metrics_listen = _get(raw, "metrics-listen", _parse_metrics_listen, d.metrics_listen)
+    log_format = _get(raw, "log-format", _parse_log_format, d.log_format)
+    query_log = _get(raw, "query-log", _parse_bool, d.query_log)
     if cache_min_ttl > cache_max_ttl:
         raise ConfigError(
             "cache-min-ttl", f"{cache_min_ttl} is greater than -cache-max-ttl {cache_max_ttl}"
@@ -215,6 +291,9 @@ def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config
         cache_max_ttl=cache_max_ttl,
         tcp_idle_timeout=tcp_idle,
         tcp_max_connections=tcp_max,
+        metrics_listen=metrics_listen,
+        log_format=log_format,
+        query_log=query_log,
     )
 
 
@@ -233,6 +312,9 @@ def usage() -> str:
         "cache-max-ttl": str(d.cache_max_ttl),
         "tcp-idle-timeout": f"{d.tcp_idle_timeout:g}s",
         "tcp-max-connections": str(d.tcp_max_connections),
+        "metrics-listen": "off",
+        "log-format": d.log_format,
+        "query-log": "off",
     }
     lines = [
         "usage: picodns [flags]",
@@ -288,6 +370,8 @@ def _scan(argv: list[str]) -> dict[str, str]:
             raise ConfigError(name, "unknown flag (see -h)")
         if has_value:
             value = word.partition("=")[2]
+        elif name in _BOOL_FLAGS:
+            value = "true"  # a switch: present means on (Go's flag package does the same)
         elif i < len(argv) and _flag_name(argv[i]) not in _VALUE_FLAGS | _INFO_FLAGS:
             value = argv[i]  # may start with "-": "-workers -1" is a bad number, not a flag
             i += 1
@@ -338,6 +422,23 @@ def _positive_duration(longest: tuple[float, str] | None) -> Callable[[str], flo
         return seconds
 
     return parse
+
+
+def _parse_metrics_listen(text: str) -> tuple[str, int] | None:
+    return parse_hostport(text.strip(), 9153, allow_zero_port=True)
+
+
+def _parse_log_format(text: str) -> str:
+    if text not in ("text", "json"):
+        raise ValueError(f"{quote(text)} is not a log format (text, json)")
+    return text
+
+
+def _parse_bool(text: str) -> bool:
+    value = {"true": True, "1": True, "false": False, "0": False}.get(text.lower())
+    if value is None:
+        raise ValueError(f"{quote(text)} is not true or false")
+    return value
 
 
 def _parse_log_level(text: str) -> str:
@@ -422,6 +523,28 @@ _LEVELS = {
 }
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("picodns").setLevel(_LEVELS[level])
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("picodns")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(_LEVELS[level])
+
+
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": self.formatTime(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)

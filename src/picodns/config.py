@@ -78,6 +78,15 @@ class Config:
     tcp_max_connections: int = 256
     """Most client TCP connections open at once on each listener; more are refused and counted."""
 
+    metrics_listen: tuple[str, int] | None = None
+    """Address of the HTTP endpoint serving /metrics, /health and /ready; None: off."""
+
+    log_format: str = "text"
+    """Log line format: "text" or "json" (one JSON object per line)."""
+
+    query_log: bool = False
+    """Log one line per query (client, question, rcode, cache or upstream, latency)."""
+
 
 # --- durations ------------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class Pool(Generic[T]):
         self.on_error = on_error
         """Called with the item whose handler raised (e.g. to answer SERVFAIL)."""
         self.workers = workers
+        self.capacity = queue_size
         self.max_wait = max_wait
         self.clock = clock
         self._queue: asyncio.Queue[tuple[float, T]] = asyncio.Queue(queue_size)

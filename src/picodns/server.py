@@ -147,7 +147,7 @@ class _Udp(asyncio.DatagramProtocol):
         if reply is not None:
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
             if server.query_log is not None:
-                server.query_log("udp", addr, data, reply, "cache", 0.0)
+                server.query_log("udp", addr, data, reply, "cache", server.clock() - now)
             return
         if len(data) > MAX_UDP_IN:
             stats.udp_oversize += 1
@@ -237,7 +237,7 @@ class _Tcp(asyncio.Protocol):
             if reply is not None:
                 self.send(reply)
                 if server.query_log is not None:
-                    server.query_log("tcp", self.peer, query, reply, "cache", 0.0)
+                    server.query_log("tcp", self.peer, query, reply, "cache", server.clock() - now)
             elif server.accepting:
                 self.in_flight += 1
                 if not server.pool.submit((query, True, self._done, self.peer, now), now):

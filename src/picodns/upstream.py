@@ -15,8 +15,9 @@ Rules kept here (RFC 5452, STYLE.md rule 6):
   deadline. Malformed replies (compression loops included) are ignored the same way.
 - TC=1 over UDP: the same question is asked again over TCP of the same upstream (RFC 7766).
 - Failover: upstreams are tried in health order (:func:`order`), all within one overall
-  deadline; each attempt gets an equal share of the time left, so a black-holed first upstream
-  cannot eat the whole budget.
+  deadline; each attempt gets an equal share of the time left among the healthy upstreams
+  still to try, so a black-holed first upstream cannot eat the whole budget, and a dead
+  backup cannot halve a slow primary's.
 """
 
 from __future__ import annotations
@@ -340,7 +341,10 @@ class UpstreamClient:
             remaining = deadline - start
             if remaining <= 0:
                 break
-            budget = remaining / (len(candidates) - index)
+            # Healthy upstreams share the time left; one marked down gets a share only when
+            # it is being probed, so a dead backup cannot halve a slow primary's time.
+            sharing = sum(1 for u in candidates[index:] if u.healthy or u is upstream)
+            budget = remaining / sharing
             try:
                 reply = await self._attempt(upstream, question, cd, do, budget, deadline)
             except UpstreamError as exc:

@@ -12,7 +12,7 @@ from typing import Any
 
 import dns.message
 
-from picodns.cli import build
+from picodns.cli import serve
 from picodns.config import Config
 from picodns.resolver import Resolver
 from picodns.server import Server, bind
@@ -25,6 +25,7 @@ class Running:
     resolver: Resolver
     host: str
     port: int
+    metrics: tuple[str, int] | None = None
 
     @property
     def family(self) -> int:
@@ -35,7 +36,8 @@ class Running:
 async def running(
     *fakes: FakeUpstream, listen: str = "127.0.0.1", **overrides: Any
 ) -> AsyncIterator[Running]:
-    """Serve in this event loop in front of `fakes`; stop (gracefully) on exit."""
+    """Serve in this event loop in front of `fakes` (cli.serve, as the command does); stop
+    gracefully on exit."""
     config = dataclasses.replace(
         Config(),
         listen=((listen, 0),),
@@ -44,17 +46,21 @@ async def running(
     )
     listener = bind(listen, 0)
     host, port = listener.udp.getsockname()[:2]
-    server, resolver = build(config)
+    started: asyncio.Future[Running] = asyncio.get_running_loop().create_future()
+
+    def ready(server: Server, resolver: Resolver, metrics: tuple[str, int] | None) -> None:
+        started.set_result(Running(server, resolver, host, port, metrics))
+
     stop = asyncio.Event()
-    task = asyncio.ensure_future(server.serve([listener], stop.wait(), grace=0.5))
-    while not server.accepting:
-        await asyncio.sleep(0.001)
+    task = asyncio.ensure_future(serve(config, [listener], stop.wait(), ready=ready))
+    done, _ = await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises what went wrong
     try:
-        yield Running(server, resolver, host, port)
+        yield started.result()
     finally:
         stop.set()
         await task
-        resolver.client.close()
 
 
 async def udp_exchange(run: Running, wire: bytes, timeout: float = 2.0) -> bytes | None:
