@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import subprocess
@@ -56,3 +57,24 @@ def test_listen_address_in_use_stops_startup_with_one_line_and_exit_1() -> None:
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("picodns: -listen")
     assert "in use" in lines[0]
+
+
+def test_json_logs_and_query_log_lines() -> None:
+    async def main() -> None:
+        async with FakeUpstream(answer()) as up:
+            args = ("-upstreams", f"127.0.0.1:{up.port}", "-log-format", "json", "-query-log")
+            with PicoProcess(*args) as pico:
+                for _ in range(2):
+                    query = dns.message.make_query("Log.Example.", "AAAA")
+                    await dns.asyncquery.udp(query, "127.0.0.1", port=pico.port, timeout=5)
+                loop = asyncio.get_running_loop()
+                assert await loop.run_in_executor(None, pico.stop, signal.SIGTERM) == 0
+                lines = pico.lines + list(pico.proc.stderr or [])
+        records = [json.loads(line) for line in lines if line.strip()]
+        assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+        queries = [r["message"] for r in records if r["logger"] == "picodns.query"]
+        assert len(queries) == 2
+        assert "Log.Example. AAAA NOERROR resolved" in queries[0]
+        assert "Log.Example. AAAA NOERROR cache" in queries[1]
+
+    run(main())
