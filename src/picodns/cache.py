@@ -32,6 +32,7 @@ class Entry:
     """One cached reply and its precomputed TTL offsets."""
 
     __slots__ = (
+        "canonical",
         "expires",
         "hits",
         "negative",
@@ -44,7 +45,11 @@ class Entry:
         "rendered",
         "rendered_at",
         "rendered_opt",
+        "size",
+        "size_opt",
         "stored",
+        "tail",
+        "tail_opt",
         "template",
         "ttls",
     )
@@ -81,6 +86,11 @@ class Entry:
         self.rendered_opt = template
         self.qname = template[12 : template.find(0, 12) + 1]
         """QNAME as stored, to tell whether a client's spelling needs patching in."""
+        self.canonical = self.qname == self.qname.lower()
+        """The stored QNAME is lower case: a client spelling it so needs no patch."""
+        self.size = len(template)
+        self.size_opt = self.size + len(self.opt)
+        self.tail = self.tail_opt = template[2:]
 
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
@@ -103,6 +113,9 @@ class Entry:
         out += self.opt
         self.rendered_opt = bytes(out)
         self.rendered_at = elapsed
+        # Without the ID: a client that spells the question as stored gets ID + tail.
+        self.tail = self.rendered[2:]
+        self.tail_opt = self.rendered_opt[2:]
 
 
 class Cache:

@@ -16,8 +16,9 @@ import ipaddress
 import json
 import logging
 import signal
+import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from picodns import __version__
@@ -39,7 +40,17 @@ from picodns.server import Listener, Server, bind
 from picodns.upstream import Upstream, UpstreamClient
 from picodns.wire import HEADER_SIZE, name_to_text, scan_qname
 
-__all__ = ["InfoRequested", "main", "parse_args", "run", "usage"]
+__all__ = [
+    "CHILD_FLAG",
+    "InfoRequested",
+    "bind_listeners",
+    "main",
+    "parse_args",
+    "run",
+    "run_loop",
+    "setup_logging",
+    "usage",
+]
 
 _log = logging.getLogger("picodns")
 
@@ -49,6 +60,12 @@ SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
 DROP_LOG_INTERVAL = 10.0  # seconds between "dropped ..." warning lines (only when any)
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
+MAX_PROCESSES = 64  # serving processes; far more than cores on any machine this is meant for
+
+CHILD_FLAG = "--picodns-supervised-child"
+"""The hidden first word that makes ``main`` run one child of :mod:`picodns.supervisor`; the
+word after it is the child's configuration. Not a flag: it is never in the usage text, and it
+counts only as the very first word."""
 
 # Every flag that takes a value: (name, metavar, meaning). The usage text and the parser both
 # come from this table, so a flag cannot be accepted without being documented.
@@ -67,6 +84,7 @@ _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("metrics-listen", "ADDR", "serve /metrics, /health and /ready over HTTP here (off if unset)"),
     ("log-format", "FORMAT", "log line format: text or json"),
     ("query-log", "", "log one line per query (a switch; -query-log=false turns it off)"),
+    ("processes", "N", "serving processes sharing the listen addresses (1..64; SO_REUSEPORT)"),
 )
 _BOOL_FLAGS = frozenset({"query-log"})
 _VALUE_FLAGS = frozenset(name for name, _, _ in _FLAGS)
@@ -97,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     bad flag or value (reported as one line on stderr). Raises nothing for user mistakes.
     """
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == [CHILD_FLAG]:
+        # Imported here, not at the top: the supervisor builds on this module.
+        from picodns.supervisor import child_main
+
+        return child_main(args[1:])
     try:
         config = parse_args(args)
     except InfoRequested as info:
@@ -113,24 +136,53 @@ def run(config: Config) -> int:
     """Serve with ``config`` until SIGTERM or SIGINT, then drain and stop.
 
     Returns the exit status: 0 after a clean shutdown, 1 when a listener cannot be bound
-    (reported as one line on stderr). Raises nothing for operator mistakes.
+    (reported as one line on stderr). Raises nothing for operator mistakes. With
+    ``config.processes`` above 1 this process becomes the supervisor of that many serving
+    children instead (:func:`picodns.supervisor.supervise`) and serves no DNS itself.
     """
-    _setup_logging(config.log_level, config.log_format)
-    listeners = []
-    for host, port in config.listen:
+    if config.processes > 1:
+        # Imported here, not at the top: the supervisor builds on this module.
+        from picodns.supervisor import supervise
+
+        return supervise(config)
+    setup_logging(config.log_level, config.log_format)
+    listeners = bind_listeners(config.listen)
+    if listeners is None:
+        return 1
+    run_loop(serve(config, listeners))
+    return 0
+
+
+def bind_listeners(
+    listen: tuple[tuple[str, int], ...], reuse_port: bool = False
+) -> list[Listener] | None:
+    """Bind UDP and TCP on every address in `listen` (SO_REUSEPORT when `reuse_port`).
+
+    Returns the listeners, or None when an address cannot be bound: then the one-line error
+    naming it is printed on stderr and the listeners bound before it are closed. Raises nothing.
+    """
+    listeners: list[Listener] = []
+    for host, port in listen:
         try:
-            listeners.append(bind(host, port))
+            listeners.append(bind(host, port, reuse_port=reuse_port))
         except OSError as err:
             where = format_hostport(host, port)
             print(f"picodns: -listen {where}: cannot bind: {err.strerror or err}", file=sys.stderr)
-            return 1
+            for listener in listeners:
+                listener.udp.close()
+                listener.tcp.close()
+            return None
+    return listeners
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run `main` to completion on a new uvloop event loop, or asyncio's when uvloop is absent."""
     try:
         import uvloop
     except ImportError:  # the plain asyncio loop works, only slower
-        asyncio.run(serve(config, listeners))
+        asyncio.run(main)
     else:
-        uvloop.run(serve(config, listeners))
-    return 0
+        uvloop.run(main)
 
 
 def build(config: Config) -> tuple[Server, Resolver]:
@@ -156,11 +208,15 @@ async def serve(
     listeners: list[Listener],
     shutdown: Awaitable[object] | None = None,
     ready: Callable[[Server, Resolver, tuple[str, int] | None], None] | None = None,
+    *,
+    child: bool = False,
 ) -> None:
     """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
 
     The composition root: configuration in, objects wired together, run until told to stop.
     `ready`, if given, is called once serving, with the objects and the metrics address.
+    `child` marks one process of several under a supervisor: its startup line then says
+    "child serving on", so the supervisor's own line is the only "listening on" line.
     """
     loop = asyncio.get_running_loop()
     server, resolver = build(config)
@@ -180,9 +236,10 @@ async def serve(
         )
         metrics_at = await endpoint.start(*config.metrics_listen)
     _log.info(
-        "picodns %s listening on %s (udp+tcp); upstreams %s; workers=%d queue=%d cache=%d "
+        "picodns %s %s %s (udp+tcp); upstreams %s; workers=%d queue=%d cache=%d "
         "timeout=%gs tcp-max-connections=%d loop=%s metrics=%s",
         __version__,
+        "child serving on" if child else "listening on",
         ",".join(listener.address for listener in listeners),
         ",".join(u.address for u in upstreams),
         config.workers,
@@ -271,6 +328,9 @@ def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config
     metrics_listen = _get(raw, "metrics-listen", _parse_metrics_listen, d.metrics_listen)
     log_format = _get(raw, "log-format", _parse_log_format, d.log_format)
     query_log = _get(raw, "query-log", _parse_bool, d.query_log)
+    processes = _get(raw, "processes", _integer(1, MAX_PROCESSES), d.processes)
+    if processes > 1 and not hasattr(socket, "SO_REUSEPORT"):
+        raise ConfigError("processes", f"{processes} needs SO_REUSEPORT, which this system lacks")
     if cache_min_ttl > cache_max_ttl:
         raise ConfigError(
             "cache-min-ttl", f"{cache_min_ttl} is greater than -cache-max-ttl {cache_max_ttl}"
@@ -294,6 +354,7 @@ def parse_args(argv: list[str], resolv_conf: str = "/etc/resolv.conf") -> Config
         metrics_listen=metrics_listen,
         log_format=log_format,
         query_log=query_log,
+        processes=processes,
     )
 
 
@@ -315,6 +376,7 @@ def usage() -> str:
         "metrics-listen": "off",
         "log-format": d.log_format,
         "query-log": "off",
+        "processes": str(d.processes),
     }
     lines = [
         "usage: picodns [flags]",
@@ -523,10 +585,18 @@ _LEVELS = {
 }
 
 
-def _setup_logging(level: str, fmt: str = "text") -> None:
+def setup_logging(level: str, fmt: str = "text", pid: bool = False) -> None:
+    """Send picodns's log lines to stderr at `level` in format `fmt` ("text" or "json").
+
+    With `pid`, each line carries the process ID (a child of the supervisor shares stderr with
+    its siblings). Raises KeyError for a level not in :data:`~picodns.config.LOG_LEVELS`.
+    """
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_JsonFormatter(pid))
+    elif pid:
+        text = "%(asctime)s %(levelname)s [pid %(process)d] %(message)s"
+        handler.setFormatter(logging.Formatter(text))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("picodns")
@@ -536,15 +606,21 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 class _JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message."""
+    """One JSON object per line: time, level, logger, message (and pid, when asked)."""
+
+    def __init__(self, pid: bool = False) -> None:
+        super().__init__()
+        self.pid = pid
 
     def format(self, record: logging.LogRecord) -> str:
-        out = {
+        out: dict[str, object] = {
             "time": self.formatTime(record),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.pid:
+            out["pid"] = record.process
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
         return json.dumps(out)

@@ -87,6 +87,11 @@ class Config:
     query_log: bool = False
     """Log one line per query (client, question, rcode, cache or upstream, latency)."""
 
+    processes: int = 1
+    """How many serving processes share the listen addresses (SO_REUSEPORT), each with its own
+    event loop and cache. 1 serves in this process; more start a supervisor that runs that many
+    children, restarts any that dies and sums their metrics."""
+
 
 # --- durations ------------------------------------------------------------------------------
 

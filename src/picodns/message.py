@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
 from picodns.wire import (
@@ -44,10 +45,12 @@ from picodns.wire import (
 __all__ = [
     "KEY_CD",
     "KEY_DO",
+    "MAX_SCANS",
     "MAX_TAILS",
     "UPSTREAM_PAYLOAD",
     "Query",
     "ReplyInfo",
+    "Scan",
     "analyze_reply",
     "build_query",
     "error_reply",
@@ -120,13 +123,24 @@ def _learn_tail(tail: bytes) -> _TailInfo:
     return info
 
 
-def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
-    """Scan a plain query once and return ``(key, qend, limit)``, or None to take the slow path.
+# Clients repeat themselves: a stub asks the same question with the same bytes but for the ID.
+# So scan results are remembered by the query's bytes after the ID (bounded; forgotten
+# wholesale when full), and a repeated query costs a slice and a dict lookup.
+_UNSEEN: Any = object()
+Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
+_SCANS: dict[bytes, Scan | None] = {}
+MAX_SCANS = 16384
+
+
+def scan_query(buf: bytes) -> Scan | None:
+    """Scan a plain query once and return ``(key, qend, limit, plain)``, or None for the slow path.
 
     `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
-    payload limit clamped to 512..4096. None means the packet is not a plain QUERY (QR set,
-    another opcode, counts other than 1/0/0/0-1, an OPT that is not last or is malformed, EDNS
-    version > 0, trailing bytes): :func:`parse_query` then decides. Never raises.
+    payload limit clamped to 512..4096; `plain` says RD=1 and QNAME is spelled in lower case
+    (as the cache stores it), so a cached reply needs only the ID patched in. None means the
+    packet is not a plain QUERY (QR set, another opcode, counts other than 1/0/0/0-1, an OPT
+    that is not last or is malformed, EDNS version > 0, trailing bytes): :func:`parse_query`
+    then decides. Never raises.
 
     This is the cache-hit path, so QNAME is not walked label by label: it is taken to end at
     the first zero octet. That is exact for every name without a zero octet inside a label.
@@ -136,6 +150,18 @@ def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
     only come from a QNAME with the same label structure, since label lengths (<= 63) are
     never changed by case folding.
     """
+    body = buf[2:]  # the result depends on every byte but the ID: remembered by them
+    seen: Scan | None = _SCANS.get(body, _UNSEEN)
+    if seen is not _UNSEEN:
+        return seen
+    scanned = _scan(buf)
+    if len(_SCANS) >= MAX_SCANS:
+        _SCANS.clear()
+    _SCANS[body] = scanned
+    return scanned
+
+
+def _scan(buf: bytes) -> Scan | None:
     if len(buf) < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
         return None
     qend = buf.find(0, HEADER_SIZE) + 1
@@ -148,7 +174,10 @@ def scan_query(buf: bytes) -> tuple[bytes, int, int] | None:
     if buf[11] != info[3]:
         return None
     suffix = info[1] if buf[3] & 0x10 else info[0]  # CD bit
-    return buf[HEADER_SIZE:qend].lower() + suffix, qend, info[2]
+    name = buf[HEADER_SIZE:qend]
+    folded = name.lower()
+    plain = bool(buf[2] & 1) and name == folded
+    return folded + suffix, qend, info[2], plain
 
 
 @dataclass(frozen=True, slots=True)

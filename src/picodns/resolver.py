@@ -44,23 +44,31 @@ _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not fo
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
 
 
-def personalize(entry: Entry, query: bytes, qend: int, limit: int, tcp: bool) -> bytes:
+def personalize(entry: Entry, query: bytes, qend: int, limit: int, plain: bool, tcp: bool) -> bytes:
     """Return `entry`'s rendered reply as the answer to `query`.
 
-    Patches in the client's ID, RD bit and question spelling; adds our OPT when the client sent
-    one (`limit` > 0). Over UDP, a reply larger than the client's limit (512 without EDNS)
-    becomes a TC=1 reply with just the question, so the client retries over TCP.
+    Patches in the client's ID, RD bit and question spelling (`plain`: RD=1 and spelled as
+    stored, so only the ID changes); adds our OPT when the client sent one (`limit` > 0). Over
+    UDP, a reply larger than the client's limit (512 without EDNS) becomes a TC=1 reply with
+    just the question, so the client retries over TCP.
     """
-    base = entry.rendered_opt if limit else entry.rendered
-    # Stored replies have RD=1; most clients set RD and spell the name as it was stored.
-    if query[2] & 1 and query.startswith(entry.qname, HEADER_SIZE):
-        out = query[:2] + base[2:]
-    else:
-        flags = _BYTES[(base[2] & 0xFE) | (query[2] & 1)]
-        out = query[:2] + flags + base[3:HEADER_SIZE] + query[HEADER_SIZE:qend] + base[qend:]
-    if len(out) > (limit or MIN_UDP_PAYLOAD) and not tcp:
-        return _truncated(out, qend, entry.opt if limit else b"")
-    return out
+    if limit:
+        if entry.size_opt > limit and not tcp:
+            return _truncated(_patch(entry.rendered_opt, query, qend), qend, entry.opt)
+        if plain and entry.canonical:
+            return query[:2] + entry.tail_opt
+        return _patch(entry.rendered_opt, query, qend)
+    if entry.size > MIN_UDP_PAYLOAD and not tcp:
+        return _truncated(_patch(entry.rendered, query, qend), qend, b"")
+    if plain and entry.canonical:
+        return query[:2] + entry.tail
+    return _patch(entry.rendered, query, qend)
+
+
+def _patch(base: bytes, query: bytes, qend: int) -> bytes:
+    """`base` with the query's ID, RD bit and QNAME spelling (same length: same key)."""
+    flags = _BYTES[(base[2] & 0xFE) | (query[2] & 1)]
+    return query[:2] + flags + base[3:HEADER_SIZE] + query[HEADER_SIZE:qend] + base[qend:]
 
 
 class Resolver:
@@ -92,11 +100,10 @@ class Resolver:
         scanned = scan_query(query)
         if scanned is None:
             return None
-        key, qend, limit = scanned
-        entry = self.cache.get(key, now)
+        entry = self.cache.get(scanned[0], now)
         if entry is None:
             return None
-        return personalize(entry, query, qend, limit, tcp)
+        return personalize(entry, query, scanned[1], scanned[2], scanned[3], tcp)
 
     async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None:
         """Answer `query` fully: validate, then cache or upstream; return reply bytes.
@@ -122,7 +129,7 @@ class Resolver:
             if entry is None:
                 return self._answer_error(query, qtype, SERVFAIL, q.limit)
             self._count(qtype, entry.template[3] & 0xF)
-        return personalize(entry, query, q.qend, q.limit, tcp)
+        return personalize(entry, query, q.qend, q.limit, False, tcp)
 
     def _count(self, qtype: int, rcode: int) -> None:
         self.queries[qtype] = self.queries.get(qtype, 0) + 1

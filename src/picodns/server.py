@@ -133,24 +133,27 @@ class _Udp(asyncio.DatagramProtocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.DatagramTransport | None = None
+        # Bound once: the hot path below reads locals, not attribute chains.
+        self.stats = server.stats
+        self.clock = server.clock
+        self.lookup = server.handler.lookup
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # The hot path: one clock read, one lookup, one send. Nothing else on a hit.
+        self.stats.udp_queries += 1
+        now = self.clock()
+        reply = self.lookup(data, now)
         server = self.server
-        stats = server.stats
-        stats.udp_queries += 1
-        now = server.clock()
-        reply = server.handler.lookup(data, now)
         if reply is not None:
             self.transport.sendto(reply, addr)  # type: ignore[union-attr]
             if server.query_log is not None:
                 server.query_log("udp", addr, data, reply, "cache", server.clock() - now)
             return
         if len(data) > MAX_UDP_IN:
-            stats.udp_oversize += 1
+            self.stats.udp_oversize += 1
             return
         if server.accepting:
             server.pool.submit((data, False, self._sender(addr), addr, now), now)

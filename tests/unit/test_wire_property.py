@@ -166,7 +166,9 @@ def _check_contract(buf: bytes) -> None:
     # only ever comes from a query that parse_query accepts (else a cache hit could answer it).
     if scanned is not None and _is_valid_name(scanned[0][:-5]):
         assert query is not None
-        assert scanned == (query.key, query.qend, query.limit)
+        assert scanned[:3] == (query.key, query.qend, query.limit)
+        plain = bool(query.flags & 0x0100) and query.qname == query.qname.lower()
+        assert scanned[3] == plain
     if query is not None:
         assert msg is not None and msg.questions[0].name == query.qname
 
