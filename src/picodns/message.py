@@ -45,6 +45,7 @@ from picodns.wire import (
 __all__ = [
     "KEY_CD",
     "KEY_DO",
+    "MAX_REMEMBERED",
     "MAX_SCANS",
     "MAX_TAILS",
     "UPSTREAM_PAYLOAD",
@@ -117,9 +118,10 @@ def _learn_tail(tail: bytes) -> _TailInfo:
             do = KEY_DO if eflags & 0x8000 else 0
             qtc = tail[:4]
             info = (qtc + _KEY_FLAGS[do], qtc + _KEY_FLAGS[do | KEY_CD], udp_limit(payload), 1)
-    if len(_TAILS) >= MAX_TAILS:
-        _TAILS.clear()
-    _TAILS[tail] = info
+    if n <= MAX_REMEMBERED:
+        if len(_TAILS) >= MAX_TAILS:
+            _TAILS.clear()
+        _TAILS[tail] = info
     return info
 
 
@@ -130,6 +132,7 @@ _UNSEEN: Any = object()
 Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
 _SCANS: dict[bytes, Scan | None] = {}
 MAX_SCANS = 16384
+MAX_REMEMBERED = 512  # longer queries are scanned every time: memory stays under ~10 MB
 
 
 def scan_query(buf: bytes) -> Scan | None:
@@ -155,9 +158,10 @@ def scan_query(buf: bytes) -> Scan | None:
     if seen is not _UNSEEN:
         return seen
     scanned = _scan(buf)
-    if len(_SCANS) >= MAX_SCANS:
-        _SCANS.clear()
-    _SCANS[body] = scanned
+    if len(body) <= MAX_REMEMBERED:
+        if len(_SCANS) >= MAX_SCANS:
+            _SCANS.clear()
+        _SCANS[body] = scanned
     return scanned
 
 
