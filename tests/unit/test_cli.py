@@ -78,6 +78,10 @@ def config_error(*argv: str, resolv_conf: str) -> ConfigError:
         ("tcp-idle-timeout", "2h", "tcp_idle_timeout", 7200.0),
         ("tcp-max-connections", "1", "tcp_max_connections", 1),
         ("tcp-max-connections", "65536", "tcp_max_connections", 65536),
+        ("processes", "1", "processes", 1),
+        ("processes", "2", "processes", 2),
+        ("processes", "64", "processes", 64),
+        ("processes", "+4", "processes", 4),
     ],
 )  # fmt: skip
 def test_each_flag_sets_its_field(
@@ -151,6 +155,12 @@ def test_every_config_field_has_a_flag_in_the_usage_text() -> None:
         ("tcp-idle-timeout", "10", "missing unit"),
         ("tcp-max-connections", "0", "out of range (1..65536)"),
         ("tcp-max-connections", "65537", "out of range"),
+        ("processes", "0", "0 is out of range (1..64)"),
+        ("processes", "65", "65 is out of range (1..64)"),
+        ("processes", "-2", "out of range"),
+        ("processes", "two", '"two" is not an integer'),
+        ("processes", "1.5", "not an integer"),
+        ("processes", "", "not an integer"),
     ],
 )
 def test_each_flag_rejects_bad_values_naming_the_flag(
@@ -315,6 +325,7 @@ def test_usage_lists_every_flag_with_its_default() -> None:
         ("-cache-max-ttl", "86400"),
         ("-tcp-idle-timeout", "10s"),
         ("-tcp-max-connections", "256"),
+        ("-processes", "1"),
     ]
     lines = text.splitlines()
     for flag, default in expected:
@@ -413,6 +424,57 @@ def test_main_does_not_run_after_a_config_error(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(cli, "run", fail_run)
     assert main(["-workers", "0", *UPSTREAM]) == 2
+
+
+def test_usage_shows_processes_and_hides_the_child_word() -> None:
+    text = usage()
+    assert text.count("  -processes N  (default 1)") == 1
+    assert cli.CHILD_FLAG.lstrip("-") not in text
+
+
+def test_processes_above_one_needs_so_reuseport(
+    monkeypatch: pytest.MonkeyPatch, no_resolv_conf: str
+) -> None:
+    monkeypatch.delattr(cli.socket, "SO_REUSEPORT", raising=False)
+    err = config_error("-processes", "2", resolv_conf=no_resolv_conf)
+    assert err.flag == "processes" and "SO_REUSEPORT" in str(err)
+    assert parse("-processes", "1", resolv_conf=no_resolv_conf).processes == 1
+
+
+def test_run_with_more_than_one_process_hands_over_to_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from picodns import supervisor
+
+    seen: list[Config] = []
+
+    def fake_supervise(config: Config) -> int:
+        seen.append(config)
+        return 5
+
+    monkeypatch.setattr(supervisor, "supervise", fake_supervise)
+    config = dataclasses.replace(Config(), upstreams=(("127.0.0.1", 5300),), processes=2)
+    assert cli.run(config) == 5
+    assert seen == [config]
+
+
+def test_main_runs_a_child_for_the_hidden_first_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    from picodns import supervisor
+
+    seen: list[list[str]] = []
+
+    def fake_child_main(words: list[str]) -> int:
+        seen.append(words)
+        return 3
+
+    monkeypatch.setattr(supervisor, "child_main", fake_child_main)
+    assert main([cli.CHILD_FLAG, "{}"]) == 3
+    assert seen == [["{}"]]
+
+
+def test_the_hidden_child_word_is_an_unknown_flag_anywhere_but_first(no_resolv_conf: str) -> None:
+    with pytest.raises(ConfigError, match="unknown flag"):
+        parse("-workers", "2", cli.CHILD_FLAG, "{}", resolv_conf=no_resolv_conf)
 
 
 def test_timeout_error_runs_as_a_real_process_with_one_stderr_line() -> None:

@@ -41,6 +41,7 @@ def test_default_config_has_documented_defaults() -> None:
     assert (c.cache_min_ttl, c.cache_max_ttl) == (0, 86400)
     assert c.tcp_idle_timeout == 10.0
     assert c.tcp_max_connections == 256
+    assert c.processes == 1  # one serving process unless -processes asks for more
 
 
 def test_config_is_frozen() -> None:
