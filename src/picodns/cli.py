@@ -149,7 +149,11 @@ def run(config: Config) -> int:
     listeners = bind_listeners(config.listen)
     if listeners is None:
         return 1
-    run_loop(serve(config, listeners))
+    try:
+        run_loop(serve(config, listeners))
+    except ConfigError as err:  # found only once serving starts, e.g. -metrics-listen in use
+        print(f"picodns: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -221,11 +225,6 @@ async def serve(
     loop = asyncio.get_running_loop()
     server, resolver = build(config)
     upstreams = resolver.client.upstreams
-    if shutdown is None:
-        stop = asyncio.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, stop.set)
-        shutdown = stop.wait()
     loop_name = type(loop).__module__.split(".")[0]
     endpoint: MetricsEndpoint | None = None
     metrics_at: tuple[str, int] | None = None
@@ -234,7 +233,16 @@ async def serve(
         endpoint = MetricsEndpoint(
             lambda: render(collector), lambda: any(u.healthy for u in upstreams)
         )
-        metrics_at = await endpoint.start(*config.metrics_listen)
+        try:
+            metrics_at = await endpoint.start(*config.metrics_listen)
+        except OSError as err:
+            where = format_hostport(*config.metrics_listen)
+            raise ConfigError("metrics-listen", f"{where}: cannot bind: {err.strerror}") from None
+    if shutdown is None:
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        shutdown = stop.wait()
     _log.info(
         "picodns %s %s %s (udp+tcp); upstreams %s; workers=%d queue=%d cache=%d "
         "timeout=%gs tcp-max-connections=%d loop=%s metrics=%s",

@@ -78,3 +78,29 @@ def test_json_logs_and_query_log_lines() -> None:
         assert "Log.Example. AAAA NOERROR cache" in queries[1]
 
     run(main())
+
+
+def test_metrics_address_in_use_stops_startup_with_one_line_and_exit_1() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "picodns",
+                "-listen",
+                "127.0.0.1:0",
+                "-upstreams",
+                "127.0.0.1:5300",
+                "-metrics-listen",
+                f"127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("picodns: -metrics-listen")
