@@ -42,9 +42,7 @@ class Entry:
         "qtype",
         "rcode",
         "render_until",
-        "rendered",
         "rendered_at",
-        "rendered_opt",
         "size",
         "size_opt",
         "stored",
@@ -81,9 +79,7 @@ class Entry:
         self.opt = _OPTS[do]
         """Our OPT record for this client's DO bit."""
         self.rendered_at = -1
-        self.render_until = stored  # `rendered` is current until this time
-        self.rendered = template
-        self.rendered_opt = template
+        self.render_until = stored  # `tail` and `tail_opt` are current until this time
         self.qname = template[12 : template.find(0, 12) + 1]
         """QNAME as stored, to tell whether a client's spelling needs patching in."""
         self.canonical = self.qname == self.qname.lower()
@@ -91,6 +87,16 @@ class Entry:
         self.size = len(template)
         self.size_opt = self.size + len(self.opt)
         self.tail = self.tail_opt = template[2:]
+
+    @property
+    def rendered(self) -> bytes:
+        """The current reply without OPT, with the ID stored (for tests and introspection)."""
+        return self.template[:2] + self.tail
+
+    @property
+    def rendered_opt(self) -> bytes:
+        """The current reply with our OPT, with the ID stored (for tests and introspection)."""
+        return self.template[:2] + self.tail_opt
 
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
@@ -100,22 +106,21 @@ class Entry:
         return entry
 
     def render(self, now: float) -> None:
-        """Refresh `rendered` (no OPT) and `rendered_opt` (our OPT appended) for `now`'s second."""
+        """Refresh `tail` (no OPT) and `tail_opt` (our OPT appended) for `now`'s second."""
         elapsed = int(now - self.stored)
         self.render_until = self.stored + elapsed + 1
         if elapsed == self.rendered_at:
             return
         out = render_ttls(self.template, self.offsets, self.ttls, elapsed)
-        self.rendered = bytes(out)
+        # Kept without the ID: a client gets its ID + tail. Two copies (with and without our
+        # OPT) besides the template: memory per entry stays about three replies.
+        self.tail = bytes(out[2:])
         ar = ((out[10] << 8) | out[11]) + 1
         out[10] = ar >> 8
         out[11] = ar & 0xFF
         out += self.opt
-        self.rendered_opt = bytes(out)
+        self.tail_opt = bytes(out[2:])
         self.rendered_at = elapsed
-        # Without the ID: a client that spells the question as stored gets ID + tail.
-        self.tail = self.rendered[2:]
-        self.tail_opt = self.rendered_opt[2:]
 
 
 class Cache:

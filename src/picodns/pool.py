@@ -33,10 +33,13 @@ class Pool(Generic[T]):
         max_wait: float,
         clock: Callable[[], float] = time.monotonic,
         on_error: Callable[[T], None] | None = None,
+        on_drop: Callable[[T], None] | None = None,
     ) -> None:
         self.handler = handler
         self.on_error = on_error
         """Called with the item whose handler raised (e.g. to answer SERVFAIL)."""
+        self.on_drop = on_drop
+        """Called with an item dropped from the queue unhandled (too old, or at shutdown)."""
         self.workers = workers
         self.capacity = queue_size
         self.max_wait = max_wait
@@ -76,6 +79,8 @@ class Pool(Generic[T]):
             try:
                 if self.clock() - received > self.max_wait:
                     self.dropped_expired += 1
+                    if self.on_drop is not None:
+                        self.on_drop(item)
                     continue
                 self.busy += 1
                 try:

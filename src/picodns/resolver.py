@@ -30,7 +30,7 @@ from picodns.errors import (
 from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import UpstreamClient
-from picodns.wire import FLAG_AA, FLAG_RA, FLAG_RD, HEADER_SIZE, MIN_UDP_PAYLOAD
+from picodns.wire import FLAG_AA, FLAG_RA, FLAG_RD, HEADER_SIZE, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
 
 __all__ = ["Resolver", "personalize"]
 
@@ -48,27 +48,28 @@ def personalize(entry: Entry, query: bytes, qend: int, limit: int, plain: bool, 
     """Return `entry`'s rendered reply as the answer to `query`.
 
     Patches in the client's ID, RD bit and question spelling (`plain`: RD=1 and spelled as
-    stored, so only the ID changes); adds our OPT when the client sent one (`limit` > 0). Over
-    UDP, a reply larger than the client's limit (512 without EDNS) becomes a TC=1 reply with
-    just the question, so the client retries over TCP.
+    stored, so only the ID changes); adds our OPT when the client sent one (`limit` > 0) and
+    it fits. Over UDP, a reply larger than the client's limit (512 without EDNS) becomes a TC=1
+    reply with just the question, so the client retries over TCP.
     """
-    if limit:
+    if limit and (not tcp or entry.size_opt <= MAX_TCP_SIZE):
         if entry.size_opt > limit and not tcp:
-            return _truncated(_patch(entry.rendered_opt, query, qend), qend, entry.opt)
+            return _truncated(_patch(entry.tail_opt, query, qend), qend, entry.opt)
         if plain and entry.canonical:
             return query[:2] + entry.tail_opt
-        return _patch(entry.rendered_opt, query, qend)
+        return _patch(entry.tail_opt, query, qend)
     if entry.size > MIN_UDP_PAYLOAD and not tcp:
-        return _truncated(_patch(entry.rendered, query, qend), qend, b"")
+        return _truncated(_patch(entry.tail, query, qend), qend, b"")
     if plain and entry.canonical:
         return query[:2] + entry.tail
-    return _patch(entry.rendered, query, qend)
+    return _patch(entry.tail, query, qend)
 
 
-def _patch(base: bytes, query: bytes, qend: int) -> bytes:
-    """`base` with the query's ID, RD bit and QNAME spelling (same length: same key)."""
-    flags = _BYTES[(base[2] & 0xFE) | (query[2] & 1)]
-    return query[:2] + flags + base[3:HEADER_SIZE] + query[HEADER_SIZE:qend] + base[qend:]
+def _patch(tail: bytes, query: bytes, qend: int) -> bytes:
+    """The reply (`tail` is it without the ID) with the query's ID, RD bit and QNAME spelling
+    (same length as stored: same key)."""
+    flags = _BYTES[(tail[0] & 0xFE) | (query[2] & 1)]
+    return query[:2] + flags + tail[1:10] + query[HEADER_SIZE:qend] + tail[qend - 2 :]
 
 
 class Resolver:

@@ -34,6 +34,8 @@ __all__ = [
 
 MAX_UDP_IN = 4096  # RFC 6891 6.2.5: larger UDP queries are dropped (== wire.MAX_UDP_SIZE)
 MAX_TCP_PIPELINE = 64  # queries in flight per TCP connection before we stop reading from it
+MAX_TCP_OUT = 65535  # RFC 7766 8: the 2-byte length prefix
+TCP_WRITE_BUFFER = 256 * 1024  # replies a client has not read yet before we stop reading it
 RCVBUF = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 _log = logging.getLogger("picodns.server")
 
@@ -144,6 +146,9 @@ class _Udp(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: Any) -> None:
         # The hot path: one clock read, one lookup, one send. Nothing else on a hit.
         self.stats.udp_queries += 1
+        if len(data) > MAX_UDP_IN:
+            self.stats.udp_oversize += 1
+            return
         now = self.clock()
         reply = self.lookup(data, now)
         server = self.server
@@ -152,9 +157,6 @@ class _Udp(asyncio.DatagramProtocol):
             if server.query_log is not None:
                 server.query_log("udp", addr, data, reply, "cache", server.clock() - now)
             return
-        if len(data) > MAX_UDP_IN:
-            self.stats.udp_oversize += 1
-            return
         if server.accepting:
             server.pool.submit((data, False, self._sender(addr), addr, now), now)
 
@@ -162,7 +164,7 @@ class _Udp(asyncio.DatagramProtocol):
         transport = self.transport
 
         def send(reply: bytes) -> None:
-            if transport is not None and not transport.is_closing():
+            if reply and transport is not None and not transport.is_closing():
                 transport.sendto(reply, addr)
 
         return send
@@ -172,13 +174,17 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
+    """One client TCP connection. Reading pauses while too many of its queries are in flight
+    or while the client is not reading its replies (the write buffer is over its high mark)."""
+
     def __init__(self, server: Server, listener: _TcpListener) -> None:
         self.server = server
         self.listener = listener
         self.transport: asyncio.Transport | None = None
-        self.buffer = b""
+        self.buffer = bytearray()
         self.in_flight = 0
-        self.paused = False
+        self.pipeline_full = False
+        self.write_blocked = False
         self.idle: asyncio.TimerHandle | None = None
         self.peer: Any = None
 
@@ -194,6 +200,7 @@ class _Tcp(asyncio.Protocol):
         listener.open += 1
         listener.connections.add(self)
         self.server.stats.tcp_open += 1
+        self.transport.set_write_buffer_limits(high=TCP_WRITE_BUFFER)
         self._arm_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -205,6 +212,25 @@ class _Tcp(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         self.transport = None
+
+    def pause_writing(self) -> None:
+        self.write_blocked = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self._update_reading()
+        if self.buffer and not self.pipeline_full:
+            self.data_received(b"")  # frames that arrived while the client was not reading
+
+    def _update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.write_blocked or self.pipeline_full:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
     def _arm_idle(self) -> None:
         if self.idle is not None:
@@ -221,18 +247,19 @@ class _Tcp(asyncio.Protocol):
             self.transport.close()  # also drops a half-written frame
 
     def data_received(self, data: bytes) -> None:
-        buf = self.buffer + data if self.buffer else data
+        buf = self.buffer
+        buf += data
         server = self.server
         pos = 0
         end = len(buf)
-        while end - pos >= 2:
+        while end - pos >= 2 and not self.write_blocked:
             size = (buf[pos] << 8) | buf[pos + 1]
             if size == 0:
                 self._abort()
                 return
             if end - pos - 2 < size:
                 break
-            query = buf[pos + 2 : pos + 2 + size]
+            query = bytes(buf[pos + 2 : pos + 2 + size])
             pos += 2 + size
             server.stats.tcp_queries += 1
             now = server.clock()
@@ -245,23 +272,29 @@ class _Tcp(asyncio.Protocol):
                 self.in_flight += 1
                 if not server.pool.submit((query, True, self._done, self.peer, now), now):
                     self.in_flight -= 1
-        self.buffer = buf[pos:]
-        self._arm_idle()
-        if self.in_flight >= MAX_TCP_PIPELINE and self.transport is not None:
-            self.transport.pause_reading()
-            self.paused = True
+        if pos:
+            del buf[:pos]
+            self._arm_idle()  # only a complete query counts as activity: no trickling forever
+        self.pipeline_full = self.in_flight >= MAX_TCP_PIPELINE
+        self._update_reading()
 
     def send(self, reply: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            if len(reply) > MAX_TCP_OUT:
+                self.transport.abort()  # cannot be framed; never happens with our replies
+                return
             self.transport.write(len(reply).to_bytes(2, "big") + reply)
 
     def _done(self, reply: bytes) -> None:
+        """A miss has finished (reply b"": nothing to send); called once per submitted query."""
         self.in_flight -= 1
         if reply:
             self.send(reply)
-        if self.paused and self.in_flight < MAX_TCP_PIPELINE and self.transport is not None:
-            self.paused = False
-            self.transport.resume_reading()
+        if self.pipeline_full and self.in_flight < MAX_TCP_PIPELINE:
+            self.pipeline_full = False
+            self._update_reading()
+            if self.buffer and self.transport is not None:
+                self.data_received(b"")  # frames that arrived while paused
 
     def _abort(self) -> None:
         if self.transport is not None:
@@ -272,6 +305,11 @@ class _Tcp(asyncio.Protocol):
 class _TcpListener:
     open: int = 0
     connections: set[_Tcp] = field(default_factory=set)
+
+
+def _release(item: _Item) -> None:
+    """A queued miss was dropped unanswered: a TCP connection gets its pipeline slot back."""
+    item[2](b"")
 
 
 class Server:
@@ -296,7 +334,7 @@ class Server:
         self.stats = ServerStats()
         self.query_log = query_log
         self.pool: Pool[_Item] = Pool(
-            self._work, workers, queue_size, max_wait, clock, on_error=self._fail
+            self._work, workers, queue_size, max_wait, clock, on_error=self._fail, on_drop=_release
         )
         self.accepting = False
         self._udp: list[asyncio.DatagramTransport] = []

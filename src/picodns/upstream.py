@@ -220,7 +220,10 @@ class Upstream:
         Raises UpstreamTimeout when no matching reply arrives within `timeout`, UpstreamError
         on a network error. Mismatched and malformed replies are counted and ignored.
         """
-        channel = await self._channel()
+        try:
+            channel = await self._channel()
+        except OSError as exc:  # no route, no file descriptors...: this upstream failed
+            raise UpstreamError(f"network error: {exc}", "network") from None
         transport = channel.transport
         if transport is None or transport.is_closing():
             self.discard(channel)
@@ -368,6 +371,8 @@ class UpstreamClient:
         if info.truncated:  # TC=1: ask again over TCP with the time left (RFC 7766 5)
             self.tcp_fallbacks += 1
             data, info = await upstream.exchange_tcp(question, cd, do, deadline - time.monotonic())
+        if info.rcode > 0xF:  # an extended rcode (BADVERS, BADCOOKIE...) to our plain query
+            raise UpstreamError(f"{upstream.address} answered rcode {info.rcode}", "malformed")
         if info.rcode == SERVFAIL:
             raise UpstreamError(f"{upstream.address} answered SERVFAIL", "servfail")
         if info.rcode == REFUSED:

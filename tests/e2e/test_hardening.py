@@ -1,0 +1,108 @@
+"""Regressions from the review: bounded TCP write buffers, released pipeline slots, failover on
+socket errors, extended rcodes from upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+
+import dns.message
+import dns.rcode
+import pytest
+
+from picodns.server import TCP_WRITE_BUFFER
+from tests.support.fake_upstream import FakeUpstream, answer, reply_with
+from tests.support.resolving import ask, make_resolver, run
+from tests.support.serving import running, tcp_ask, udp_ask
+
+BIG = " ".join(['"' + "w" * 250 + '"'] * 8)  # ~2 KB
+
+
+def _big(query: dns.message.Message, transport: str) -> dns.message.Message:
+    return reply_with(query, f"{query.question[0].name} 300 IN TXT {BIG}")
+
+
+def test_tcp_client_that_never_reads_cannot_grow_our_write_buffer() -> None:
+    async def main() -> None:
+        async with FakeUpstream(_big) as up, running(up) as srv:
+            query = dns.message.make_query("big.example.", "TXT")
+            await tcp_ask(srv, query)  # now cached
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            loop = asyncio.get_running_loop()
+            await loop.sock_connect(sock, (srv.host, srv.port))
+            wire = query.to_wire()
+            frame = len(wire).to_bytes(2, "big") + wire
+            try:
+                async with asyncio.timeout(2):
+                    for _ in range(200):
+                        await loop.sock_sendall(sock, frame * 50)  # never read the replies
+            except TimeoutError:
+                pass  # our send buffer filled up: the server stopped reading from us
+            await asyncio.sleep(0.2)
+            (conn,) = srv.server._tcp_listeners[0].connections
+            assert conn.transport is not None
+            assert conn.transport.get_write_buffer_size() <= TCP_WRITE_BUFFER + 4096
+            sock.close()
+
+    run(main())
+
+
+def test_expired_tcp_misses_release_the_connection() -> None:
+    async def main() -> None:
+        async with (
+            FakeUpstream(lambda q, t: None) as dead,
+            running(dead, workers=1, timeout=0.5, tcp_idle_timeout=0.5) as srv,
+        ):
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            for i in range(4):
+                wire = dns.message.make_query(f"x{i}.example.", "A").to_wire()
+                writer.write(len(wire).to_bytes(2, "big") + wire)
+            async with asyncio.timeout(10):
+                while await reader.read(65535):
+                    pass  # SERVFAILs, then the server closes the idle connection
+            assert srv.server.pool.dropped_expired >= 1
+            assert not srv.server._tcp_listeners[0].connections
+            writer.close()
+
+    run(main())
+
+
+def test_socket_error_towards_an_upstream_fails_over(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def main() -> None:
+        async with FakeUpstream(answer()) as first, FakeUpstream(answer()) as second:
+            resolver = make_resolver(first, second)
+
+            async def no_route() -> object:
+                raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+            monkeypatch.setattr(resolver.client.upstreams[0], "_channel", no_route)
+            reply = await ask(resolver, "route.example.")
+            assert reply.answer[0][0].address == "192.0.2.1"
+            assert len(second.received) == 1
+            assert not resolver.client.upstreams[0].healthy
+            assert resolver.client.upstreams[0].failures["network"] == 1
+            resolver.client.close()
+
+    run(main())
+
+
+def test_extended_rcode_from_upstream_is_a_failure_not_an_answer() -> None:
+    def badvers(query: dns.message.Message, transport: str) -> dns.message.Message:
+        reply = reply_with(query, rcode=dns.rcode.BADVERS)
+        reply.use_edns(0)
+        reply.set_rcode(dns.rcode.BADVERS)
+        return reply
+
+    async def main() -> None:
+        async with FakeUpstream(badvers) as up, running(up, timeout=0.5) as srv:
+            for _ in range(2):
+                reply = await udp_ask(srv, dns.message.make_query("ext.example.", "A"))
+                assert reply.rcode() == dns.rcode.SERVFAIL
+            assert len(up.received) == 2  # not cached
+            upstream = srv.resolver.client.upstreams[0]
+            assert upstream.failures["malformed"] == 2
+
+    run(main())
