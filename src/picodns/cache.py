@@ -174,6 +174,8 @@ class Cache:
             return 0
         if info.rcode == NOERROR and info.ancount:
             ttl = info.min_ttl
+            if info.neg_ttl is not None and ttl is not None:  # CNAME chain ending in NODATA
+                ttl = min(ttl, info.neg_ttl)
         elif info.rcode in (NOERROR, NXDOMAIN):
             # RFC 2308 5: negative TTL from the SOA; a CNAME chain ending in NXDOMAIN is
             # bounded by its answers as well.
@@ -198,8 +200,8 @@ class Cache:
         lo, hi = self.min_ttl, self.max_ttl
         ttls = [min(max(t, lo), hi) for t in info.ttls]
         negative = info.rcode == NXDOMAIN or info.ancount == 0
-        if negative and info.soa_index >= 0:
-            ttls[info.soa_index] = lifetime
+        if info.neg_ttl is not None and info.soa_index >= 0:
+            ttls[info.soa_index] = lifetime  # the SOA shows how long the denial holds
         template = bytes(render_ttls(reply, info.ttl_offsets, ttls, 0))
         do = bool(key[-1] & 2)
         qtype = (key[-5] << 8) | key[-4]

@@ -260,7 +260,8 @@ class ReplyInfo:
     min_ttl: int | None
     """Smallest TTL in the answer section; None when it is empty."""
     neg_ttl: int | None
-    """For NXDOMAIN/NODATA: min(SOA TTL, SOA MINIMUM) of the first authority SOA (RFC 2308 5)."""
+    """For NOERROR/NXDOMAIN with an SOA in authority (negative answers, CNAME chains ending in
+    one): min(SOA TTL, SOA MINIMUM) of the first authority SOA (RFC 2308 5)."""
     soa_index: int
     """Index in ttl_offsets of that SOA's TTL, or -1."""
     opt_start: int
@@ -341,7 +342,9 @@ def analyze_reply(buf: bytes) -> ReplyInfo:
         raise WireError("trailing bytes after the last record")
     rcode = (ext_rcode << 4) | (flags & 0xF)
     neg_ttl: int | None = None
-    if soa_index >= 0 and (rcode == NXDOMAIN or (rcode == NOERROR and an == 0)):
+    # NXDOMAIN, NODATA, and a CNAME chain ending in either: an authority SOA bounds how long
+    # the reply may be kept (RFC 2308 5). A positive answer has no SOA in its authority.
+    if soa_index >= 0 and rcode in (NXDOMAIN, NOERROR):
         neg_ttl = min(soa_ttl, soa_min)
     return ReplyInfo(
         mid,

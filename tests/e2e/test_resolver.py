@@ -473,3 +473,28 @@ def test_forwarded_and_cached_answers_clear_aa_and_set_ra() -> None:
             resolver.client.close()
 
     run(main())
+
+
+def test_cname_chain_ending_in_nodata_is_bounded_by_the_soa() -> None:
+    def chain(query: dns.message.Message, transport: str) -> dns.message.Message:
+        reply = reply_with(query, f"{query.question[0].name} 86400 IN CNAME target.example.")
+        soa = "ns.example. host.example. 1 7200 900 1209600 30"
+        reply.authority.append(dns.rrset.from_text("example.", 3600, "IN", "SOA", soa))
+        return reply
+
+    async def main() -> None:
+        async with FakeUpstream(chain) as up:
+            resolver = make_resolver(up)
+            clock = resolver.clock
+            assert isinstance(clock, Clock)
+            reply = await ask(resolver, "alias.example.", "AAAA")
+            assert _ttl(reply, "authority") == 30
+            clock.now += 29
+            await ask(resolver, "alias.example.", "AAAA")
+            assert len(up.received) == 1
+            clock.now += 1
+            await ask(resolver, "alias.example.", "AAAA")  # the denial expired with the SOA
+            assert len(up.received) == 2
+            resolver.client.close()
+
+    run(main())
