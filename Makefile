@@ -46,6 +46,11 @@ lint: build
 	$(VENV)/bin/ruff format --check src tests
 	$(VENV)/bin/mypy --strict src
 
+# PicoDNS beside dnsmasq and Unbound in front of a loopback Knot DNS, driven by dnsperf; writes
+# BENCHMARKS.md (about 9 minutes). BENCH_QUICK=1 for a 2-minute smoke run.
+bench: build
+	$(PY) bench/run_bench.py
+
 bench-wire: build
 	$(PY) bench/bench_wire.py
 	$(PY) bench/bench_hit.py
