@@ -126,9 +126,14 @@ class _Channel(asyncio.DatagramProtocol):
         self.retired = True
         self.upstream.discard(self)
 
-    def forget(self, qid: int) -> None:
-        """Drop a query that timed out or was cancelled."""
-        self.pending.pop(qid, None)
+    def forget(self, qid: int, future: asyncio.Future[tuple[bytes, ReplyInfo]]) -> None:
+        """Drop the query `future` waits for, if it is still pending (timed out, cancelled).
+
+        Only that query's own entry: once its reply arrived, its ID is free again and may
+        already belong to a newer query on this socket, which must not lose its entry."""
+        waiter = self.pending.get(qid)
+        if waiter is not None and waiter[0] is future:
+            del self.pending[qid]
         self._maybe_close()
 
     def _maybe_close(self) -> None:
@@ -241,7 +246,7 @@ class Upstream:
             return await future
         finally:
             timer.cancel()
-            channel.forget(qid)
+            channel.forget(qid, future)
 
     async def exchange_tcp(
         self, question: bytes, cd: bool, do: bool, timeout: float
