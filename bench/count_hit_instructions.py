@@ -1,6 +1,7 @@
 """Instruction count of the cache-hit path under callgrind: steady numbers on a noisy machine.
 
-Usage: valgrind --tool=callgrind --callgrind-out-file=/dev/null python bench/count_hit_instructions.py N
+Usage (from bench/, PYTHONPATH=../src:.):
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null python count_hit_instructions.py N
 Run with N and with 0; (total(N) - total(0)) / N is instructions per hit.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 import sys
 
 import dns.message
-
 from bench_hit import _resolver  # type: ignore[import-not-found]
 
 n = int(sys.argv[1])
