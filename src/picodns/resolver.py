@@ -30,7 +30,15 @@ from picodns.errors import (
 from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import UpstreamClient
-from picodns.wire import FLAG_AA, FLAG_RA, FLAG_RD, HEADER_SIZE, MAX_TCP_SIZE, MIN_UDP_PAYLOAD
+from picodns.wire import (
+    FLAG_AA,
+    FLAG_RA,
+    FLAG_RD,
+    HEADER_SIZE,
+    MAX_TCP_SIZE,
+    MIN_UDP_PAYLOAD,
+    scan_qname,
+)
 
 __all__ = ["Resolver", "personalize"]
 
@@ -42,6 +50,14 @@ _RD = FLAG_RD >> 8  # in the third too: stored replies have RD=1, personalize co
 _RA = FLAG_RA  # in the fourth
 _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
+
+
+def _walks_to(query: bytes, qend: int) -> bool:
+    """True when QNAME, walked label by label, is valid and ends exactly at `qend`."""
+    try:
+        return scan_qname(query, HEADER_SIZE) == qend
+    except WireError:
+        return False
 
 
 def personalize(entry: Entry, query: bytes, qend: int, limit: int, plain: bool, tcp: bool) -> bytes:
@@ -113,24 +129,31 @@ class Resolver:
         query gets FORMERR (or NOTIMP/BADVERS), zone transfers get REFUSED, and a question no
         upstream could answer gets SERVFAIL. Never raises for anything the client sent.
         """
-        try:
-            q = parse_query(query)
-        except WireError as exc:
-            return self._reject(query, exc)
-        qtype = q.qtype
+        scanned = scan_query(query)
+        if scanned is not None and _walks_to(query, scanned[1]):
+            # A plain query whose scan is validated by walking QNAME: everything parse_query
+            # would check is checked (counts, OPT, tail), without building the message.
+            key, qend, limit, plain = scanned
+            qtype = (key[-5] << 8) | key[-4]
+        else:
+            try:
+                q = parse_query(query)
+            except WireError as exc:
+                return self._reject(query, exc)
+            key, qend, limit, plain, qtype = q.key, q.qend, q.limit, False, q.qtype
         if qtype == _QTYPE_OPT:
-            return self._reject(query, WireError("OPT as QTYPE"), q.limit > 0)
+            return self._reject(query, WireError("OPT as QTYPE"), limit > 0)
         if qtype in _REFUSED_QTYPES or qtype in _NOTIMP_QTYPES:
             return self._answer_error(
-                query, qtype, REFUSED if qtype in _REFUSED_QTYPES else NOTIMP, q.limit
+                query, qtype, REFUSED if qtype in _REFUSED_QTYPES else NOTIMP, limit
             )
-        entry = self.cache.get(q.key, self.clock(), count_miss=False)
+        entry = self.cache.get(key, self.clock(), count_miss=False)
         if entry is None:  # the entry counts its own hits; count the rest here
-            entry = await self._fetch(q.key)
+            entry = await self._fetch(key)
             if entry is None:
-                return self._answer_error(query, qtype, SERVFAIL, q.limit)
+                return self._answer_error(query, qtype, SERVFAIL, limit)
             self._count(qtype, entry.template[3] & 0xF)
-        return personalize(entry, query, q.qend, q.limit, False, tcp)
+        return personalize(entry, query, qend, limit, plain, tcp)
 
     def _count(self, qtype: int, rcode: int) -> None:
         self.queries[qtype] = self.queries.get(qtype, 0) + 1
