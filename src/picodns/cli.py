@@ -230,9 +230,14 @@ async def serve(
     metrics_at: tuple[str, int] | None = None
     if config.metrics_listen is not None:
         collector = Collector(server, resolver, loop_name)
-        endpoint = MetricsEndpoint(
-            lambda: render(collector), lambda: any(u.healthy for u in upstreams)
-        )
+
+        async def metrics() -> bytes:
+            return render(collector)
+
+        async def any_upstream_healthy() -> bool:
+            return any(u.healthy for u in upstreams)
+
+        endpoint = MetricsEndpoint(metrics, any_upstream_healthy)
         try:
             metrics_at = await endpoint.start(*config.metrics_listen)
         except OSError as err:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -227,11 +227,20 @@ def drop_counts(server: Server, resolver: Resolver) -> dict[str, int]:
 
 
 class MetricsEndpoint:
-    """A minimal HTTP/1.0 server for /metrics, /health and /ready on the serving loop."""
+    """A minimal HTTP/1.0 server for /metrics, /health and /ready, one request per connection,
+    on the serving loop. Its answers are awaited, so a supervisor can ask its children."""
 
-    def __init__(self, metrics: Callable[[], bytes], ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        metrics: Callable[[], Awaitable[bytes]],
+        ready: Callable[[], Awaitable[bool]],
+        healthy: Callable[[], bool] = lambda: True,
+        not_ready: bytes = b"no healthy upstream\n",
+    ) -> None:
         self.metrics = metrics
         self.ready = ready
+        self.healthy = healthy
+        self.not_ready = not_ready
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -257,20 +266,22 @@ class MetricsEndpoint:
         parts = head[:_MAX_REQUEST].split(b" ", 2)
         method = parts[0]
         path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
+        kind = "text/plain"
         if method not in (b"GET", b"HEAD"):
-            status, body, kind = "405 Method Not Allowed", b"method not allowed\n", "text/plain"
+            status, body = "405 Method Not Allowed", b"method not allowed\n"
         elif path == b"/metrics":
-            status, body = "200 OK", self.metrics()
+            status, body = "200 OK", await self.metrics()
             kind = "text/plain; version=0.0.4; charset=utf-8"
         elif path == b"/health":
-            status, body, kind = "200 OK", b"ok\n", "text/plain"
-        elif path == b"/ready":
-            ok = self.ready()
+            ok = self.healthy()
             status = "200 OK" if ok else "503 Service Unavailable"
-            body = b"ready\n" if ok else b"no healthy upstream\n"
-            kind = "text/plain"
+            body = b"ok\n" if ok else b"not serving\n"
+        elif path == b"/ready":
+            ok = await self.ready()
+            status = "200 OK" if ok else "503 Service Unavailable"
+            body = b"ready\n" if ok else self.not_ready
         else:
-            status, body, kind = "404 Not Found", b"not found\n", "text/plain"
+            status, body = "404 Not Found", b"not found\n"
         head_out = (
             f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

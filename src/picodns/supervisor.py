@@ -42,7 +42,7 @@ import signal
 import stat
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +54,7 @@ from prometheus_client.registry import Collector as _CollectorBase
 from picodns import __version__
 from picodns.cli import CHILD_FLAG, bind_listeners, run_loop, serve, setup_logging
 from picodns.config import Config, format_hostport, quote
+from picodns.exposition import MetricsEndpoint
 from picodns.resolver import Resolver
 from picodns.server import Listener, Server
 
@@ -73,7 +74,6 @@ RESTART_MAX = 10.0  # the longest wait; a child that served this long starts aga
 STOP_WAIT = 10.0  # seconds children get to exit after the forwarded signal, then SIGKILL
 SCRAPE_TIMEOUT = 2.0  # seconds for one child's /metrics or /ready
 _MAX_SCRAPE = 16 * 1024 * 1024  # bytes of one child's reply; far beyond any real exposition
-_MAX_REQUEST = 8192  # bytes of a request head to the public endpoint
 _MIN_SAMPLES = frozenset({"picodns_start_time_seconds"})  # the earliest process start
 _MAX_SAMPLES = frozenset({"picodns_build_info"})  # always 1: summing would count processes
 
@@ -149,10 +149,12 @@ class _Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop, signum)
-        endpoint: _Endpoint | None = None
+        endpoint: MetricsEndpoint | None = None
         metrics_at: tuple[str, int] | None = None
         if self.config.metrics_listen is not None:
-            endpoint = _Endpoint(self.metrics, self.ready, self.healthy)
+            endpoint = MetricsEndpoint(
+                self.metrics, self.ready, self.healthy, b"no process has a healthy upstream\n"
+            )
             try:
                 metrics_at = await endpoint.start(*self.config.metrics_listen)
             except OSError as err:
@@ -416,71 +418,6 @@ async def _http_get(port: int, path: str) -> tuple[int, bytes]:
     if len(data) > _MAX_SCRAPE or len(words) < 2 or not words[1].isdigit():
         return 0, b""
     return int(words[1]), body
-
-
-class _Endpoint:
-    """The public /metrics, /health and /ready of the supervisor: HTTP/1.0, one request per
-    connection, like :class:`picodns.exposition.MetricsEndpoint`, but its answers are awaited
-    (they ask the children)."""
-
-    def __init__(
-        self,
-        metrics: Callable[[], Awaitable[bytes]],
-        ready: Callable[[], Awaitable[bool]],
-        healthy: Callable[[], bool],
-    ) -> None:
-        self.metrics = metrics
-        self.ready = ready
-        self.healthy = healthy
-        self._server: asyncio.Server | None = None
-
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on (host, port); return the address bound (port 0 picks one)."""
-        self._server = await asyncio.start_server(self._client, host or None, port)
-        sockname: Sequence[Any] = self._server.sockets[0].getsockname()
-        return str(sockname[0]), int(sockname[1])
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
-            writer.close()
-            return
-        parts = head[:_MAX_REQUEST].split(b" ", 2)
-        method = parts[0]
-        path = parts[1].split(b"?", 1)[0] if len(parts) > 1 else b""
-        kind = "text/plain"
-        if method not in (b"GET", b"HEAD"):
-            status, body = "405 Method Not Allowed", b"method not allowed\n"
-        elif path == b"/metrics":
-            status, body = "200 OK", await self.metrics()
-            kind = "text/plain; version=0.0.4; charset=utf-8"
-        elif path == b"/health":
-            ok = self.healthy()
-            status = "200 OK" if ok else "503 Service Unavailable"
-            body = b"ok\n" if ok else b"no process serving\n"
-        elif path == b"/ready":
-            ok = await self.ready()
-            status = "200 OK" if ok else "503 Service Unavailable"
-            body = b"ready\n" if ok else b"no process has a healthy upstream\n"
-        else:
-            status, body = "404 Not Found", b"not found\n"
-        head_out = (
-            f"HTTP/1.0 {status}\r\nContent-Type: {kind}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        writer.write(head_out if method == b"HEAD" else head_out + body)
-        with contextlib.suppress(OSError):
-            await writer.drain()
-        writer.close()
 
 
 # --- a child ------------------------------------------------------------------------------------
