@@ -88,7 +88,9 @@ def check(data: bytes) -> int:
     # then it is parse_query's key (else a cache hit could answer bytes parse_query rejects).
     if scanned is not None and _is_valid_name(scanned[0][:-5]):
         assert query is not None, "scan_query keyed a query parse_query rejects"
-        assert scanned == (query.key, query.qend, query.limit), "scan_query != parse_query"
+        assert scanned[:3] == (query.key, query.qend, query.limit), "scan_query != parse_query"
+        plain = bool(query.flags & 0x0100) and query.qname == query.qname.lower()
+        assert scanned[3] == plain, "scan_query's plain flag is wrong"
     if query is not None:
         assert msg is not None and msg.questions[0].name == query.qname
 
