@@ -39,7 +39,8 @@ test-race: build
 
 fuzz: build
 	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris did not install: running the plain mutation loop"
-	$(PY) fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) fuzz/corpus
+	mkdir -p fuzz/corpus-work
+	$(PY) fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) fuzz/corpus-work fuzz/corpus
 
 lint: build
 	$(VENV)/bin/ruff check src tests
