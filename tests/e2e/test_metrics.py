@@ -9,37 +9,11 @@ import math
 import dns.flags
 import dns.message
 import dns.rcode
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, nxdomain, reply_with
 from tests.support.resolving import run
-from tests.support.serving import Running, running, tcp_ask, udp_ask, udp_exchange
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def http_get(address: tuple[str, int], path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-async def scrape(srv: Running) -> Samples:
-    assert srv.metrics is not None
-    status, text = await http_get(srv.metrics, "/metrics")
-    assert status == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+from tests.support.scraping import http_get, scrape, value
+from tests.support.serving import running, tcp_ask, udp_ask, udp_exchange
 
 
 def scripted(query: dns.message.Message, transport: str) -> object:
@@ -102,7 +76,8 @@ def test_scripted_traffic_shows_exact_counts_in_metrics() -> None:
             except TimeoutError:
                 sock.close()
 
-            m = await scrape(srv)
+            assert srv.metrics is not None
+            m = await scrape(srv.metrics)
             dropped = value(m, "picodns_queue_drops_total", reason="full")
             expired = value(m, "picodns_queue_drops_total", reason="expired")
             assert dropped >= 1 and dropped + expired + answered == 6, (dropped, expired, answered)

@@ -22,12 +22,12 @@ from pathlib import Path
 import dns.asyncquery
 import dns.message
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from picodns.cli import CHILD_FLAG
 from tests.support.fake_upstream import FakeUpstream, answer
 from tests.support.processes import PicoProcess
 from tests.support.resolving import run
+from tests.support.scraping import http_get, scrape, value
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists() or not hasattr(socket, "SO_REUSEPORT"),
@@ -36,7 +36,6 @@ pytestmark = pytest.mark.skipif(
 
 CHILD_LINE = re.compile(r"\[pid (\d+)\] picodns \S+ child serving on .* metrics=(\S+):(\d+)$")
 METRICS_AT = re.compile(r"metrics=(\S+):(\d+)$")
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 WAIT = 30.0  # generous bound for anything that involves starting an interpreter
 
 
@@ -104,29 +103,6 @@ class Supervised(PicoProcess):
         for pid in self.seen:
             if not gone(pid) and is_picodns_child(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-async def http_get(address: tuple[str, int], path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection(*address)
-    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    return int(head.split()[1]), body.decode()
-
-
-async def scrape(address: tuple[str, int]) -> Samples:
-    status, text = await http_get(address, "/metrics")
-    assert status == 200
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 async def ask_many(port: int, names: list[str], address: str = "192.0.2.9") -> None:
