@@ -252,7 +252,7 @@ class _Tcp(asyncio.Protocol):
         server = self.server
         pos = 0
         end = len(buf)
-        while end - pos >= 2 and not self.write_blocked:
+        while end - pos >= 2 and not self.write_blocked and self.in_flight < MAX_TCP_PIPELINE:
             size = (buf[pos] << 8) | buf[pos + 1]
             if size == 0:
                 self._abort()

@@ -11,8 +11,8 @@ import dns.message
 import dns.rcode
 import pytest
 
-from picodns.server import TCP_WRITE_BUFFER
-from tests.support.fake_upstream import FakeUpstream, answer, reply_with
+from picodns.server import MAX_TCP_PIPELINE, TCP_WRITE_BUFFER
+from tests.support.fake_upstream import Delay, FakeUpstream, answer, reply_with
 from tests.support.resolving import ask, make_resolver, run
 from tests.support.serving import running, tcp_ask, udp_ask
 
@@ -104,5 +104,30 @@ def test_extended_rcode_from_upstream_is_a_failure_not_an_answer() -> None:
             assert len(up.received) == 2  # not cached
             upstream = srv.resolver.client.upstreams[0]
             assert upstream.failures["malformed"] == 2
+
+    run(main())
+
+
+def test_tcp_pipeline_holds_at_most_64_misses_and_answers_the_rest_later() -> None:
+    def slow(query: dns.message.Message, transport: str) -> object:
+        return Delay(0.3, answer()(query, transport))
+
+    async def main() -> None:
+        async with FakeUpstream(slow) as up, running(up, queue_size=1000) as srv:
+            reader, writer = await asyncio.open_connection(srv.host, srv.port)
+            queries = [dns.message.make_query(f"p{i}.example.", "A") for i in range(100)]
+            writer.write(
+                b"".join(len(w).to_bytes(2, "big") + w for w in (q.to_wire() for q in queries))
+            )
+            await asyncio.sleep(0.15)
+            (conn,) = srv.server._tcp_listeners[0].connections
+            assert conn.in_flight == MAX_TCP_PIPELINE  # one read held 100; only 64 were taken
+            got = set()
+            async with asyncio.timeout(10):
+                while len(got) < len(queries):
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    got.add(dns.message.from_wire(await reader.readexactly(size)).id)
+            assert got == {q.id for q in queries}
+            writer.close()
 
     run(main())
