@@ -78,15 +78,17 @@ class Entry:
         cache's hit totals by qtype and rcode are summed from entries when scraped."""
         self.opt = _OPTS[do]
         """Our OPT record for this client's DO bit."""
-        self.rendered_at = -1
-        self.render_until = stored  # `tail` and `tail_opt` are current until this time
+        self.rendered_at = 0  # rendered for the second it was stored in: TTLs as stored
+        self.render_until = stored + 1  # `tail` and `tail_opt` are current until this time
         self.qname = template[12 : template.find(0, 12) + 1]
         """QNAME as stored, to tell whether a client's spelling needs patching in."""
         self.canonical = self.qname == self.qname.lower()
         """The stored QNAME is lower case: a client spelling it so needs no patch."""
         self.size = len(template)
         self.size_opt = self.size + len(self.opt)
-        self.tail = self.tail_opt = template[2:]
+        self.tail = template[2:]
+        ar = ((template[10] << 8) | template[11]) + 1
+        self.tail_opt = template[2:10] + ar.to_bytes(2, "big") + template[12:] + self.opt
 
     @property
     def rendered(self) -> bytes:
@@ -101,9 +103,7 @@ class Entry:
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
         """Return a rendered entry for a reply that is not cached (served once, as it is)."""
-        entry = cls(reply, [], [], now, 0, do, False)
-        entry.render(now)
-        return entry
+        return cls(reply, [], [], now, 0, do, False)
 
     def render(self, now: float) -> None:
         """Refresh `tail` (no OPT) and `tail_opt` (our OPT appended) for `now`'s second."""
@@ -198,11 +198,20 @@ class Cache:
             self.not_cacheable += 1
             return None
         lo, hi = self.min_ttl, self.max_ttl
-        ttls = [min(max(t, lo), hi) for t in info.ttls]
+        ttls = info.ttls
+        if ttls and (lo > min(ttls) or hi < max(ttls)):
+            ttls = [min(max(t, lo), hi) for t in ttls]
         negative = info.rcode == NXDOMAIN or info.ancount == 0
-        if info.neg_ttl is not None and info.soa_index >= 0:
+        if info.neg_ttl is not None and info.soa_index >= 0 and ttls[info.soa_index] != lifetime:
+            ttls = list(ttls)
             ttls[info.soa_index] = lifetime  # the SOA shows how long the denial holds
-        template = bytes(render_ttls(reply, info.ttl_offsets, ttls, 0))
+        # Rewritten only when a TTL changed; the wire TTLs of the rest already read as `ttls`
+        # (a top-bit TTL reads as 0 and is rewritten so: it differs from the wire value).
+        template = (
+            reply
+            if ttls is info.ttls and not info.zeroed
+            else bytes(render_ttls(reply, info.ttl_offsets, ttls, 0))
+        )
         do = bool(key[-1] & 2)
         qtype = (key[-5] << 8) | key[-4]
         entry = Entry(
@@ -219,7 +228,6 @@ class Cache:
         while len(data) > self.capacity:
             self._retire(data.popitem(last=False)[1])
             self.evictions += 1
-        entry.render(now)
         return entry
 
     def _sweep(self, now: float) -> None:

@@ -26,7 +26,6 @@ from picodns.wire import (
     FLAG_CD,
     FLAG_QR,
     FLAG_RA,
-    FLAG_RD,
     FLAG_TC,
     HEADER,
     HEADER_SIZE,
@@ -269,6 +268,8 @@ class ReplyInfo:
     opt_end: int
     opt_index: int
     """How many additional records precede the OPT record."""
+    zeroed: bool = False
+    """Some TTL on the wire has its top bit set (so it differs from its value in `ttls`)."""
 
     @property
     def truncated(self) -> bool:
@@ -280,8 +281,11 @@ class ReplyInfo:
         return buf[HEADER_SIZE : self.qend].lower() + buf[self.qend : self.qend + 4]
 
 
-def analyze_reply(buf: bytes) -> ReplyInfo:
+def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
     """Walk an upstream reply and return its :class:`ReplyInfo`.
+
+    `asked` is the question we sent (QNAME wire bytes, QTYPE, QCLASS); when the reply's
+    question is exactly those bytes, QNAME (already valid: it is ours) is not walked again.
 
     Raises WireError when it is not a well-formed response with exactly one question:
     QR clear, QDCOUNT != 1, any bad name (compression loops included), a record or RDATA past
@@ -296,10 +300,14 @@ def analyze_reply(buf: bytes) -> ReplyInfo:
         raise WireError("reply without QR")
     if qd != 1:
         raise WireError("reply QDCOUNT is not 1")
-    qend = scan_qname(buf, HEADER_SIZE)
-    pos = qend + 4
-    if pos > end:
-        raise WireError("question runs past the end of the reply")
+    if asked and buf.startswith(asked, HEADER_SIZE):
+        pos = HEADER_SIZE + len(asked)
+        qend = pos - 4
+    else:
+        qend = scan_qname(buf, HEADER_SIZE)
+        pos = qend + 4
+        if pos > end:
+            raise WireError("question runs past the end of the reply")
     offsets: list[int] = []
     ttls: list[int] = []
     min_ttl: int | None = None
@@ -307,12 +315,16 @@ def analyze_reply(buf: bytes) -> ReplyInfo:
     soa_index = -1
     opt_start = opt_end = opt_index = -1
     ext_rcode = 0
+    zeroed = False
     unpack_rr = RR_FIXED.unpack_from
     last_answer = an
     last_authority = an + ns
     for i in range(an + ns + ar):
         start = pos
-        pos = skip_name(buf, pos, end)
+        if buf.startswith(b"\xc0\x0c", pos):
+            pos += 2  # a pointer to QNAME, already walked: the usual owner of an answer
+        else:
+            pos = skip_name(buf, pos, end)
         if pos + 10 > end:
             raise WireError("record header runs past the end of the reply")
         rtype, _rclass, ttl, rdlen = unpack_rr(buf, pos)
@@ -328,6 +340,7 @@ def analyze_reply(buf: bytes) -> ReplyInfo:
         else:
             if ttl & _TTL_TOP:
                 ttl = 0
+                zeroed = True
             if i < last_answer:
                 if min_ttl is None or ttl < min_ttl:
                     min_ttl = ttl
@@ -360,6 +373,7 @@ def analyze_reply(buf: bytes) -> ReplyInfo:
         opt_start,
         opt_end,
         opt_index,
+        zeroed,
     )
 
 
@@ -403,6 +417,11 @@ def render_ttls(template: bytes, offsets: list[int], ttls: list[int], elapsed: i
     return out
 
 
+_QUERY_FLAGS = (b"\x01\x00", b"\x01\x10")  # RD, and RD+CD; by the client's CD bit
+_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question, one OPT
+_UPSTREAM_OPTS = (write_opt(UPSTREAM_PAYLOAD, False), write_opt(UPSTREAM_PAYLOAD, True))
+
+
 def build_query(
     qid: int, question: bytes, *, cd: bool, do: bool, payload: int = UPSTREAM_PAYLOAD
 ) -> bytes:
@@ -410,8 +429,8 @@ def build_query(
 
     `question` is QNAME wire bytes followed by QTYPE and QCLASS.
     """
-    flags = FLAG_RD | (FLAG_CD if cd else 0)
-    return HEADER.pack(qid, flags, 1, 0, 0, 1) + question + write_opt(payload, do)
+    opt = _UPSTREAM_OPTS[do] if payload == UPSTREAM_PAYLOAD else write_opt(payload, do)
+    return qid.to_bytes(2, "big") + _QUERY_FLAGS[cd] + _QUERY_COUNTS + question + opt
 
 
 def error_reply(query: bytes, rcode: int, *, edns: bool = False) -> bytes | None:

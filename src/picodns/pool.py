@@ -1,11 +1,17 @@
-"""Worker Pool: a bounded queue in front of N workers. Knows nothing about DNS.
+"""Worker Pool: at most N items being handled at once, and a bounded queue for the rest.
+Knows nothing about DNS.
+
+A "worker" is a slot, not a task: the miss path is a chain of callbacks (ARCHITECTURE.md), so
+an item is handled by calling the handler, which starts the work and returns; the work calls
+:meth:`Pool.release` once when it is over, and that frees the slot for the next queued item.
 
 Rules kept here (STYLE.md rule 8):
-- :meth:`Pool.submit` never blocks and never awaits: a full queue drops the item and counts it.
+- :meth:`Pool.submit` never blocks and never awaits: with every slot busy, the item waits in a
+  queue of at most `queue_size`; a full queue drops the item and counts it.
 - An item that waited longer than `max_wait` is dropped and counted rather than handled late:
   its client has given up.
-- The handler is the worker edge's business: an exception escaping it is counted and logged
-  here, and the worker goes on.
+- An exception escaping the handler is counted and logged here (`on_error` answers for it),
+  and the pool goes on.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["Pool"]
@@ -23,11 +30,11 @@ _log = logging.getLogger("picodns.pool")
 
 
 class Pool(Generic[T]):
-    """`workers` tasks taking items from a queue of at most `queue_size`."""
+    """`workers` slots for handling items, and a queue of at most `queue_size` waiting ones."""
 
     def __init__(
         self,
-        handler: Callable[[T], Awaitable[None]],
+        handler: Callable[[T], None],
         workers: int,
         queue_size: int,
         max_wait: float,
@@ -36,6 +43,8 @@ class Pool(Generic[T]):
         on_drop: Callable[[T], None] | None = None,
     ) -> None:
         self.handler = handler
+        """Starts handling an item; whatever it starts calls :meth:`release` once, when done
+        (also when the handler raised and `on_error` answered instead)."""
         self.on_error = on_error
         """Called with the item whose handler raised (e.g. to answer SERVFAIL)."""
         self.on_drop = on_drop
@@ -44,8 +53,9 @@ class Pool(Generic[T]):
         self.capacity = queue_size
         self.max_wait = max_wait
         self.clock = clock
-        self._queue: asyncio.Queue[tuple[float, T]] = asyncio.Queue(queue_size)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._queue: deque[tuple[float, T]] = deque()
+        self._pumping = False
+        self._idle: asyncio.Event | None = None
         self.busy = 0
         # Counters, read by metrics.
         self.dropped_full = 0
@@ -56,54 +66,77 @@ class Pool(Generic[T]):
     @property
     def depth(self) -> int:
         """Items waiting in the queue."""
-        return self._queue.qsize()
+        return len(self._queue)
 
     def start(self) -> None:
-        """Start the workers on the running loop."""
-        for _ in range(self.workers):
-            self._tasks.append(asyncio.ensure_future(self._work()))
+        """Nothing to start: slots are counters. Kept so the pool's life cycle reads the same."""
 
     def submit(self, item: T, now: float) -> bool:
-        """Queue `item` received at `now`; return False (and count it) when the queue is full."""
-        try:
-            self._queue.put_nowait((now, item))
-        except asyncio.QueueFull:
+        """Handle `item` received at `now` now if a slot is free, else queue it; return False
+        (and count it) when the queue is full."""
+        if self.busy < self.workers and not self._queue:
+            self.busy += 1  # _run, inline: this is every miss's way in
+            try:
+                self.handler(item)
+            except Exception:
+                self._failed(item)
+            return True
+        if len(self._queue) >= self.capacity:
             self.dropped_full += 1
             return False
+        self._queue.append((now, item))
         return True
 
-    async def _work(self) -> None:
+    def _run(self, item: T) -> None:
+        self.busy += 1
+        try:
+            self.handler(item)
+        except Exception:
+            self._failed(item)
+
+    def _failed(self, item: T) -> None:
+        # The handler's edge: count, log, answer, keep serving.
+        self.errors += 1
+        _log.exception("unexpected error while handling a query")
+        if self.on_error is not None:
+            self.on_error(item)
+
+    def release(self) -> None:
+        """One handled item is done: free its slot and start queued items."""
+        self.busy -= 1
+        self.handled += 1
+        if self._queue and not self._pumping:
+            self._pump()
+        if self._idle is not None and not self.busy and not self._queue:
+            self._idle.set()
+
+    def _pump(self) -> None:
+        # A loop, not recursion: handlers that finish at once release from inside _run.
+        self._pumping = True
         queue = self._queue
-        while True:
-            received, item = await queue.get()
-            try:
+        try:
+            while queue and self.busy < self.workers:
+                received, item = queue.popleft()
                 if self.clock() - received > self.max_wait:
                     self.dropped_expired += 1
                     if self.on_drop is not None:
                         self.on_drop(item)
                     continue
-                self.busy += 1
-                try:
-                    await self.handler(item)
-                except Exception:  # the worker edge: count, log, keep serving
-                    self.errors += 1
-                    _log.exception("unexpected error while handling a query")
-                    if self.on_error is not None:
-                        self.on_error(item)
-                finally:
-                    self.busy -= 1
-                self.handled += 1
-            finally:
-                queue.task_done()
+                self._run(item)
+        finally:
+            self._pumping = False
 
     async def drain(self, grace: float) -> None:
-        """Wait up to `grace` seconds for queued and running items, then stop the workers."""
+        """Wait up to `grace` seconds for queued and running items; drop what is still queued."""
+        self._idle = asyncio.Event()
         try:
             async with asyncio.timeout(grace):
-                await self._queue.join()
+                while self.busy or self._queue:
+                    self._idle.clear()
+                    await self._idle.wait()
         except TimeoutError:
             pass
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        while self._queue:
+            _received, item = self._queue.popleft()
+            if self.on_drop is not None:
+                self.on_drop(item)

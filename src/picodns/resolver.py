@@ -4,8 +4,10 @@ The two paths (ARCHITECTURE.md):
 - :meth:`Resolver.lookup` is synchronous: raw query + `now` -> reply bytes, or None for "not
   answerable from the cache". One scan of the question, one dict lookup, a copy with the client's
   ID and spelling patched in. No await, no parse, no logging.
-- :meth:`Resolver.resolve` is the miss path: full validation (FORMERR/NOTIMP/BADVERS/REFUSED as
-  the RFCs say), coalescing of identical in-flight questions, the upstream client, storing.
+- :meth:`Resolver.start` is the miss path: full validation (FORMERR/NOTIMP/BADVERS/REFUSED as
+  the RFCs say), coalescing of identical in-flight questions, the upstream client, storing. It
+  is a chain of callbacks: the query goes upstream from the caller's callback, and the answer is
+  stored and sent from the upstream socket's. :meth:`Resolver.resolve` wraps it for coroutines.
 
 Every reply leaves through :func:`personalize`, so the client's ID, RD bit and question spelling
 (RFC 4343) are restored on both paths, and the size limit is applied the same way.
@@ -14,6 +16,7 @@ Every reply leaves through :func:`personalize`, so the client's ID, RD bit and q
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -27,9 +30,17 @@ from picodns.errors import (
     UpstreamError,
     WireError,
 )
-from picodns.message import KEY_CD, KEY_DO, error_reply, parse_query, scan_query, strip_opt
+from picodns.message import (
+    KEY_CD,
+    KEY_DO,
+    ReplyInfo,
+    error_reply,
+    parse_query,
+    scan_query,
+    strip_opt,
+)
 from picodns.message import truncated_reply as _truncated
-from picodns.upstream import UpstreamClient
+from picodns.upstream import Answer, UpstreamClient
 from picodns.wire import (
     FLAG_AA,
     FLAG_RA,
@@ -50,14 +61,10 @@ _RD = FLAG_RD >> 8  # in the third too: stored replies have RD=1, personalize co
 _RA = FLAG_RA  # in the fourth
 _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
-
-
-def _walks_to(query: bytes, qend: int) -> bool:
-    """True when QNAME, walked label by label, is valid and ends exactly at `qend`."""
-    try:
-        return scan_qname(query, HEADER_SIZE) == qend
-    except WireError:
-        return False
+_log = logging.getLogger("picodns.resolver")
+# A client query waiting for an upstream answer: the query, where its question ends, its UDP
+# limit, whether it is spelled as stored, over TCP?, its qtype, and where the reply goes.
+_Waiter = tuple[bytes, int, int, bool, bool, int, Callable[[bytes | None], None]]
 
 
 def personalize(entry: Entry, query: bytes, qend: int, limit: int, plain: bool, tcp: bool) -> bytes:
@@ -100,11 +107,12 @@ class Resolver:
         self.cache = cache
         self.client = client
         self.clock = clock
-        self._inflight: dict[bytes, asyncio.Future[Entry | None]] = {}
+        self._inflight: dict[bytes, _Fetch] = {}
         # Counters, read by metrics. Cache hits are counted by the cache's entries; these
         # count what the slow path answered itself.
         self.coalesced = 0
         self.upstream_failures = 0
+        self.errors = 0  # unexpected exceptions caught at the miss path's callback edges
         self.queries: dict[int, int] = {}  # by qtype
         self.responses: dict[int, int] = {}  # by rcode
         self.malformed: dict[str, int] = {}  # by reason
@@ -122,38 +130,64 @@ class Resolver:
             return None
         return personalize(entry, query, scanned[1], scanned[2], scanned[3], tcp)
 
-    async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None:
-        """Answer `query` fully: validate, then cache or upstream; return reply bytes.
+    def start(self, query: bytes, tcp: bool, done: Callable[[bytes | None], None]) -> None:
+        """Answer `query` fully; call `done` exactly once, now or later, with the reply bytes.
 
-        Returns None when no reply may be sent (shorter than a header, or QR=1). A malformed
-        query gets FORMERR (or NOTIMP/BADVERS), zone transfers get REFUSED, and a question no
-        upstream could answer gets SERVFAIL. Never raises for anything the client sent.
+        None means no reply may be sent (shorter than a header, or QR=1). A malformed query gets
+        FORMERR (or NOTIMP/BADVERS), zone transfers get REFUSED, and a question no upstream
+        could answer gets SERVFAIL. A miss is sent upstream from this call and answered from
+        the upstream socket's callback: no task, no await. Never raises for anything the
+        client sent.
         """
         scanned = scan_query(query)
-        if scanned is not None and _walks_to(query, scanned[1]):
+        try:
+            walked = scanned is not None and scan_qname(query, HEADER_SIZE) == scanned[1]
+        except WireError:
+            walked = False
+        if walked:
             # A plain query whose scan is validated by walking QNAME: everything parse_query
             # would check is checked (counts, OPT, tail), without building the message.
-            key, qend, limit, plain = scanned
+            key, qend, limit, plain = scanned  # type: ignore[misc]
             qtype = (key[-5] << 8) | key[-4]
         else:
             try:
                 q = parse_query(query)
             except WireError as exc:
-                return self._reject(query, exc)
+                done(self._reject(query, exc))
+                return
             key, qend, limit, plain, qtype = q.key, q.qend, q.limit, False, q.qtype
         if qtype == _QTYPE_OPT:
-            return self._reject(query, WireError("OPT as QTYPE"), limit > 0)
+            done(self._reject(query, WireError("OPT as QTYPE"), limit > 0))
+            return
         if qtype in _REFUSED_QTYPES or qtype in _NOTIMP_QTYPES:
-            return self._answer_error(
-                query, qtype, REFUSED if qtype in _REFUSED_QTYPES else NOTIMP, limit
-            )
+            rcode = REFUSED if qtype in _REFUSED_QTYPES else NOTIMP
+            done(self._answer_error(query, qtype, rcode, limit))
+            return
         entry = self.cache.get(key, self.clock(), count_miss=False)
-        if entry is None:  # the entry counts its own hits; count the rest here
-            entry = await self._fetch(key)
-            if entry is None:
-                return self._answer_error(query, qtype, SERVFAIL, limit)
-            self._count(qtype, entry.template[3] & 0xF)
-        return personalize(entry, query, qend, limit, plain, tcp)
+        if entry is not None:  # the entry counts its own hits
+            done(personalize(entry, query, qend, limit, plain, tcp))
+            return
+        waiter = (query, qend, limit, plain, tcp, qtype, done)
+        fetch = self._inflight.get(key)
+        if fetch is not None:  # the same question is being asked: wait for its answer
+            self.coalesced += 1
+            fetch.waiters.append(waiter)
+            return
+        fetch = _Fetch(self, key, waiter)
+        self._inflight[key] = fetch
+        flags = key[-1]
+        self.client.ask(key[:-1], bool(flags & KEY_CD), bool(flags & KEY_DO), fetch.answered)
+
+    async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None:
+        """:meth:`start` for a coroutine: return the reply (None: no reply may be sent)."""
+        future: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+
+        def done(reply: bytes | None) -> None:
+            if not future.done():
+                future.set_result(reply)
+
+        self.start(query, tcp, done)
+        return await future
 
     def _count(self, qtype: int, rcode: int) -> None:
         self.queries[qtype] = self.queries.get(qtype, 0) + 1
@@ -179,28 +213,9 @@ class Resolver:
         """Return SERVFAIL for `query` (used when handling it failed unexpectedly)."""
         return error_reply(query, SERVFAIL)
 
-    async def _fetch(self, key: bytes) -> Entry | None:
-        """Return the entry for `key` from the upstreams, asking at most once at a time."""
-        waiting = self._inflight.get(key)
-        if waiting is not None:
-            self.coalesced += 1
-            return await asyncio.shield(waiting)
-        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        result: Entry | None = None
-        try:
-            result = await self._forward(key)
-        except UpstreamError:
-            self.upstream_failures += 1
-        finally:
-            del self._inflight[key]
-            future.set_result(result)
-        return result
-
-    async def _forward(self, key: bytes) -> Entry:
-        flags = key[-1]
-        do = bool(flags & KEY_DO)
-        data, info = await self.client.query(key[:-1], cd=bool(flags & KEY_CD), do=do)
+    def _store(self, key: bytes, data: bytes, info: ReplyInfo) -> Entry:
+        """Store an upstream's validated reply for `key`; return its entry (transient when it
+        may not be cached). Raises UpstreamError when the reply cannot be used."""
         try:
             data, info = strip_opt(data, info)
         except WireError as exc:
@@ -212,4 +227,50 @@ class Resolver:
             data = data[:2] + bytes(((data[2] & ~_AA & 0xFF) | _RD, data[3] | _RA)) + data[4:]
         now = self.clock()
         entry = self.cache.put(key, data, info, now)
-        return entry if entry is not None else Entry.transient(data, do, now)
+        return entry if entry is not None else Entry.transient(data, bool(key[-1] & KEY_DO), now)
+
+
+class _Fetch:
+    """One question in flight upstream, and every client query waiting for its answer."""
+
+    __slots__ = ("key", "resolver", "waiters")
+
+    def __init__(self, resolver: Resolver, key: bytes, first: _Waiter) -> None:
+        self.resolver = resolver
+        self.key = key
+        self.waiters = [first]
+
+    def answered(self, answer: Answer) -> None:
+        """The upstream client's `done`: store the answer, then answer every waiter."""
+        resolver = self.resolver
+        del resolver._inflight[self.key]
+        entry: Entry | None = None
+        if isinstance(answer, UpstreamError):
+            resolver.upstream_failures += 1
+        else:
+            try:
+                entry = resolver._store(self.key, answer[0], answer[1])
+            except UpstreamError:
+                resolver.upstream_failures += 1
+            except Exception:  # the callback edge: the waiters still get SERVFAIL
+                resolver.errors += 1
+                _log.exception("unexpected error while storing an upstream reply")
+        for query, qend, limit, plain, tcp, qtype, done in self.waiters:
+            try:
+                if entry is None:
+                    reply = resolver._answer_error(query, qtype, SERVFAIL, limit)
+                else:
+                    queries, responses = resolver.queries, resolver.responses  # _count, inline
+                    queries[qtype] = queries.get(qtype, 0) + 1
+                    rcode = entry.template[3] & 0xF
+                    responses[rcode] = responses.get(rcode, 0) + 1
+                    reply = personalize(entry, query, qend, limit, plain, tcp)
+            except Exception:
+                resolver.errors += 1
+                _log.exception("unexpected error while answering a query")
+                reply = error_reply(query, SERVFAIL)
+            try:
+                done(reply)
+            except Exception:  # one client's failure must not cost the others their answers
+                resolver.errors += 1
+                _log.exception("unexpected error while sending a reply")

@@ -39,9 +39,6 @@ TCP_WRITE_BUFFER = 256 * 1024  # replies a client has not read yet before we sto
 RCVBUF = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 _log = logging.getLogger("picodns.server")
 
-Send = Callable[[bytes], None]
-# A miss waiting for a worker: query, over TCP?, where the reply goes, client, time received.
-_Item = tuple[bytes, bool, Send, Any, float]
 # transport, client, query, reply (None: dropped), "cache" or "resolved", seconds taken
 QueryLog = Callable[[str, Any, bytes, "bytes | None", str, float], None]
 
@@ -51,7 +48,7 @@ class Handler(Protocol):
 
     def lookup(self, query: bytes, now: float, tcp: bool = False) -> bytes | None: ...
 
-    async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None: ...
+    def start(self, query: bytes, tcp: bool, done: Callable[[bytes | None], None]) -> None: ...
 
     def servfail(self, query: bytes) -> bytes | None: ...
 
@@ -158,16 +155,7 @@ class _Udp(asyncio.DatagramProtocol):
                 server.query_log("udp", addr, data, reply, "cache", server.clock() - now)
             return
         if server.accepting:
-            server.pool.submit((data, False, self._sender(addr), addr, now), now)
-
-    def _sender(self, addr: Any) -> Send:
-        transport = self.transport
-
-        def send(reply: bytes) -> None:
-            if reply and transport is not None and not transport.is_closing():
-                transport.sendto(reply, addr)
-
-        return send
+            server.pool.submit(_Job(server, data, self.transport, None, addr, now), now)
 
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP errors about clients that went away: nothing to do
@@ -270,7 +258,7 @@ class _Tcp(asyncio.Protocol):
                     server.query_log("tcp", self.peer, query, reply, "cache", server.clock() - now)
             elif server.accepting:
                 self.in_flight += 1
-                if not server.pool.submit((query, True, self._done, self.peer, now), now):
+                if not server.pool.submit(_Job(server, query, None, self, self.peer, now), now):
                     self.in_flight -= 1
         if pos:
             del buf[:pos]
@@ -307,9 +295,48 @@ class _TcpListener:
     connections: set[_Tcp] = field(default_factory=set)
 
 
-def _release(item: _Item) -> None:
+class _Job:
+    """One miss: the query, where its reply goes, and the guard that it is answered once."""
+
+    __slots__ = ("conn", "finished", "peer", "query", "received", "server", "started", "udp")
+
+    def __init__(
+        self, server: Server, query: bytes, udp: asyncio.DatagramTransport | None,
+        conn: _Tcp | None, peer: Any, received: float,
+    ) -> None:  # fmt: skip
+        self.server = server
+        self.query = query
+        self.udp = udp  # the UDP transport it came in on, or
+        self.conn = conn  # its TCP connection
+        self.peer = peer
+        self.received = received
+        self.started = False
+        self.finished = False
+
+    def finish(self, reply: bytes | None) -> None:
+        """Send `reply` (None: nothing may be sent), free the pool slot and the TCP pipeline
+        slot, log. Only the first call counts."""
+        if self.finished:
+            return
+        self.finished = True
+        server = self.server
+        try:
+            if self.conn is not None:
+                self.conn._done(reply or b"")
+            elif reply and self.udp is not None and not self.udp.is_closing():
+                self.udp.sendto(reply, self.peer)
+        finally:
+            if self.started:
+                server.pool.release()
+        if self.started and server.query_log is not None:
+            transport = "udp" if self.conn is None else "tcp"
+            latency = server.clock() - self.received
+            server.query_log(transport, self.peer, self.query, reply, "resolved", latency)
+
+
+def _release(job: _Job) -> None:
     """A queued miss was dropped unanswered: a TCP connection gets its pipeline slot back."""
-    item[2](b"")
+    job.finish(None)
 
 
 class Server:
@@ -333,29 +360,20 @@ class Server:
         self.max_connections = max_connections
         self.stats = ServerStats()
         self.query_log = query_log
-        self.pool: Pool[_Item] = Pool(
-            self._work, workers, queue_size, max_wait, clock, on_error=self._fail, on_drop=_release
+        self.pool: Pool[_Job] = Pool(
+            self._start, workers, queue_size, max_wait, clock, on_error=self._fail, on_drop=_release
         )
         self.accepting = False
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tcp_listeners: list[_TcpListener] = []
 
-    async def _work(self, item: _Item) -> None:
-        query, tcp, send, peer, received = item
-        reply = await self.handler.resolve(query, tcp)
-        if reply is not None:
-            send(reply)
-        elif tcp:
-            send(b"")  # releases the connection's pipeline slot without writing
-        if self.query_log is not None:
-            latency = self.clock() - received
-            self.query_log("tcp" if tcp else "udp", peer, query, reply, "resolved", latency)
+    def _start(self, job: _Job) -> None:
+        job.started = True
+        self.handler.start(job.query, job.conn is not None, job.finish)
 
-    def _fail(self, item: _Item) -> None:
-        query, _tcp, send, _peer, _received = item
-        reply = self.handler.servfail(query)
-        send(reply if reply is not None else b"")
+    def _fail(self, job: _Job) -> None:
+        job.finish(self.handler.servfail(job.query))
 
     async def start(self, listeners: list[Listener]) -> None:
         """Start serving on `listeners` (sockets already bound)."""

@@ -1,18 +1,22 @@
 """Resolver, part 2: the upstream client. The only module that opens outbound sockets.
 
+The miss path is a chain of callbacks, not tasks: :meth:`UpstreamClient.ask` sends the query
+from the caller's own callback and returns; the reply is matched, validated and handed to the
+caller's `done` from the socket's read callback. No task, no future and no loop timer per
+query: timeouts live in one heap with one loop timer armed for the earliest deadline.
+
 Rules kept here (RFC 5452, STYLE.md rule 6):
 - Every upstream query gets a fresh ID from the OS CSPRNG.
 - UDP source ports: each upstream has a small pool of connected UDP sockets, each bound by the
   kernel to its own random ephemeral port. A socket carries at most `MAX_SOCKET_USES` queries
-  and is then retired (closed once its last reply is in) and replaced by a new socket on a new
-  random port. An off-path spoofer must therefore guess a 16-bit ID and which of ~28,000
-  ephemeral ports is open right now, and the set of open ports keeps moving; a socket per query
-  would cost ~30 us of CPU per cache miss, which this policy amortises away. It never becomes
-  one fixed socket per upstream.
-- A reply is accepted only from the queried address and port (the socket is connected, and the
-  source is checked again), with the ID sent and the same question (case-insensitive name,
-  type, class). Anything else is counted and ignored, and the query keeps waiting until its
-  deadline. Malformed replies (compression loops included) are ignored the same way.
+  and is then retired (closed once its last reply is in or timed out) and replaced by a new
+  socket on a new random port. An off-path spoofer must therefore guess a 16-bit ID and which
+  of ~28,000 ephemeral ports is open right now, and the set of open ports keeps moving; a
+  socket per query would cost ~30 us of CPU per cache miss, which this policy amortises away.
+- A reply is accepted only from the queried address and port (the socket is connected: the
+  kernel delivers nothing else to it), with the ID sent and the same question (case-insensitive
+  name, type, class). Anything else is counted and ignored, and the query keeps waiting until
+  its deadline. Malformed replies (compression loops included) are ignored the same way.
 - TC=1 over UDP: the same question is asked again over TCP of the same upstream (RFC 7766).
 - Failover: upstreams are tried in health order (:func:`order`), all within one overall
   deadline; each attempt gets an equal share of the time left among the healthy upstreams
@@ -23,22 +27,30 @@ Rules kept here (RFC 5452, STYLE.md rule 6):
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import os
-import random
 import socket
 import time
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
 
-from picodns.errors import REFUSED, SERVFAIL, UpstreamError, UpstreamTimeout, WireError
+from picodns.errors import (
+    NOERROR,
+    NXDOMAIN,
+    REFUSED,
+    SERVFAIL,
+    UpstreamError,
+    UpstreamTimeout,
+    WireError,
+)
 from picodns.message import ReplyInfo, analyze_reply, build_query
 from picodns.metrics import Histogram
-from picodns.wire import MAX_UDP_SIZE
+from picodns.wire import FLAG_TC, HEADER_SIZE, MAX_UDP_SIZE
 
 __all__ = [
     "MAX_SOCKET_USES",
     "SOCKETS_PER_UPSTREAM",
+    "Answer",
     "Upstream",
     "UpstreamClient",
     "order",
@@ -48,9 +60,18 @@ SOCKETS_PER_UPSTREAM = 8  # connected UDP sockets kept open per upstream
 MAX_SOCKET_USES = 64  # queries per socket before it is retired for a new random port
 RETRY_MIN = 1.0  # seconds an upstream stays marked down after its first failure
 RETRY_MAX = 30.0  # ...doubling per consecutive failure up to this
+RECV_BATCH = 64  # datagrams read per readable event before other callbacks get a turn
+RECV_SIZE = 65535  # a UDP reply larger than we advertised is still read whole, then judged
+_COMPACT_MIN = 4096  # timer heap entries before dead ones are swept out
+TIMER_SLACK = 0.01  # seconds a timeout may fire late, so one loop timer serves many
 
 _log = logging.getLogger("picodns.upstream")
 FAILURE_REASONS = ("timeout", "servfail", "refused", "mismatch", "network", "malformed")
+_ANSWERS = frozenset((NOERROR, NXDOMAIN))  # rcodes that end an exchange as answers at once
+
+# What `ask` delivers: the reply (raw bytes, OPT still in) and its info, or why it failed.
+Answer = tuple[bytes, ReplyInfo] | UpstreamError
+Done = Callable[[Answer], None]
 
 
 class _Random:
@@ -72,78 +93,103 @@ class _Random:
 _rng = _Random()
 
 
-class _Channel(asyncio.DatagramProtocol):
-    """One connected UDP socket to one upstream, carrying up to MAX_SOCKET_USES queries."""
+class _Channel:
+    """One connected, non-blocking UDP socket to one upstream, read by a loop reader callback.
 
-    def __init__(self, upstream: Upstream) -> None:
+    `pending` maps each ID in flight on this socket to the exchange waiting for it."""
+
+    __slots__ = ("fd", "loop", "pending", "retired", "sock", "upstream", "uses")
+
+    def __init__(self, upstream: Upstream, loop: asyncio.AbstractEventLoop) -> None:
+        sock = socket.socket(upstream.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.connect((upstream.host, upstream.port))  # an IP literal: no lookup, no wait
+            loop.add_reader(sock.fileno(), self._readable)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = loop
         self.upstream = upstream
-        self.transport: asyncio.DatagramTransport | None = None
-        self.pending: dict[int, tuple[asyncio.Future[tuple[bytes, ReplyInfo]], bytes]] = {}
+        self.pending: dict[int, _Exchange] = {}
         self.uses = 0
         self.retired = False
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _readable(self) -> None:
+        recv = self.sock.recv
+        for _ in range(RECV_BATCH):
+            if self.sock.fileno() < 0:
+                return
+            try:
+                data = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # ICMP port unreachable and friends on a connected socket: fail fast, every
+                # query on it, and take the socket out of the pool (the next query gets a
+                # fresh one).
+                self.fail_all(UpstreamError(f"network error: {exc}", "network"))
+                return
+            try:
+                self._received(data)
+            except Exception:  # the callback edge: count, log, keep reading
+                _log.exception("unexpected error while handling an upstream reply")
+                self.upstream.errors += 1
 
-    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+    def _received(self, data: bytes) -> None:
         up = self.upstream
-        if addr[0] != up.host or addr[1] != up.port or len(data) < 12:
+        if len(data) < 12:
             up.failures["mismatch"] += 1
             return
-        waiter = self.pending.get((data[0] << 8) | data[1])
-        if waiter is None:
+        exchange = self.pending.get((data[0] << 8) | data[1])
+        if exchange is None:
             up.failures["mismatch"] += 1
             return
-        future, question = waiter
+        question = exchange.question
         try:
-            info = analyze_reply(data)
+            info = analyze_reply(data, question)
         except WireError:
             up.failures["malformed"] += 1
             return
-        if info.question(data) != question:
+        # As sent (the usual case), or the same name in other letter case (RFC 4343).
+        if not data.startswith(question, HEADER_SIZE) and info.question(data) != question:
             up.failures["mismatch"] += 1
             return
         del self.pending[info.id]
-        if not future.done():
-            future.set_result((data, info))
-        self._maybe_close()
+        if self.retired and not self.pending:
+            self.close()
+        exchange.replied(data, info)
 
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and friends on a connected socket: fail fast, every query on it,
-        # and take the socket out of the pool so the next query gets a fresh one.
-        self._fail_all(UpstreamError(f"network error: {exc}", "network"))
-        self._maybe_close()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._fail_all(UpstreamError("socket closed", "network"))
-        self.transport = None
-
-    def _fail_all(self, error: UpstreamError) -> None:
-        for future, _question in self.pending.values():
-            if not future.done():
-                future.set_exception(error)
+    def fail_all(self, error: UpstreamError) -> None:
+        """Fail every query waiting on this socket and retire it."""
+        pending = list(self.pending.values())
         self.pending.clear()
-        self.retired = True
         self.upstream.discard(self)
+        self.close()
+        for exchange in pending:
+            exchange.failed(error)
 
-    def forget(self, qid: int, future: asyncio.Future[tuple[bytes, ReplyInfo]]) -> None:
-        """Drop the query `future` waits for, if it is still pending (timed out, cancelled).
+    def forget(self, qid: int, exchange: _Exchange) -> None:
+        """Drop the query `exchange` waits for, if it is still pending (timed out).
 
-        Only that query's own entry: once its reply arrived, its ID is free again and may
+        Only that exchange's own entry: once its reply arrived, its ID is free again and may
         already belong to a newer query on this socket, which must not lose its entry."""
-        waiter = self.pending.get(qid)
-        if waiter is not None and waiter[0] is future:
+        if self.pending.get(qid) is exchange:
             del self.pending[qid]
-        self._maybe_close()
+        if self.retired and not self.pending:
+            self.close()
 
-    def _maybe_close(self) -> None:
-        if self.retired and not self.pending and self.transport is not None:
-            self.transport.close()
-            self.transport = None
+    def close(self) -> None:
+        self.retired = True
+        if self.sock.fileno() >= 0:
+            self.loop.remove_reader(self.fd)
+            self.sock.close()
 
 
 class Upstream:
-    """One upstream resolver: its address, health, latency and counters."""
+    """One upstream resolver: its address, health, latency, counters and UDP sockets."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host = host
@@ -157,9 +203,9 @@ class Upstream:
         self.tcp_queries = 0
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.latency = Histogram()  # seconds from first send to an accepted answer
+        self.errors = 0  # unexpected exceptions caught while handling this upstream's replies
         self._channels: list[_Channel] = []
-        self._opening = 0  # sockets being opened right now
-        self._opened = asyncio.Event()  # wakes callers waiting for a socket being opened
+        self._turn = 0  # round-robin over the sockets once the pool is full
 
     def __repr__(self) -> str:
         return f"Upstream({self.host!r}, {self.port})"
@@ -173,7 +219,7 @@ class Upstream:
         """Record an answer: healthy again, latency observed."""
         if not self.healthy:
             _log.warning("upstream %s is back up", self.address)
-        self.healthy = True
+            self.healthy = True
         self.consecutive_failures = 0
         self.srtt = rtt if self.srtt == 0.0 else self.srtt + (rtt - self.srtt) / 8
         self.latency.observe(rtt)
@@ -188,65 +234,23 @@ class Upstream:
         backoff = min(RETRY_MAX, RETRY_MIN * 2 ** (self.consecutive_failures - 1))
         self.retry_at = now + backoff
 
-    async def _channel(self) -> _Channel:
-        """Return a socket for one more query: a random open one once the pool is full.
-
-        Sockets being opened count toward the pool, so a burst of misses opens at most
-        SOCKETS_PER_UPSTREAM of them; callers that find none open yet wait for the first.
-        """
+    def channel(self, loop: asyncio.AbstractEventLoop) -> _Channel:
+        """Return a socket for one more query: a new one until the pool is full, then a random
+        open one. Raises OSError when a socket cannot be opened."""
         channels = self._channels
-        while not channels and self._opening >= SOCKETS_PER_UPSTREAM:
-            self._opened.clear()
-            await self._opened.wait()  # set when an opening ends, whether it worked or not
-        if len(channels) + self._opening >= SOCKETS_PER_UPSTREAM:
-            channel = random.choice(channels)
-        else:
-            self._opening += 1
-            try:
-                loop = asyncio.get_running_loop()
-                _transport, channel = await loop.create_datagram_endpoint(
-                    lambda: _Channel(self), remote_addr=(self.host, self.port), family=self.family
-                )
-            finally:
-                self._opening -= 1
-                self._opened.set()
+        if len(channels) < SOCKETS_PER_UPSTREAM:
+            channel = _Channel(self, loop)
             channels.append(channel)
+        else:
+            # Which socket matters no more than its port does: an off-path spoofer sees
+            # neither, so taking them in turn costs no entropy and no random draw.
+            self._turn = turn = (self._turn + 1) % SOCKETS_PER_UPSTREAM
+            channel = channels[turn]
         channel.uses += 1
-        if channel.uses >= MAX_SOCKET_USES and channel in channels:
+        if channel.uses >= MAX_SOCKET_USES:
             channels.remove(channel)
-            channel.retired = True
+            channel.retired = True  # closes once its last query is done
         return channel
-
-    async def exchange_udp(
-        self, question: bytes, cd: bool, do: bool, timeout: float
-    ) -> tuple[bytes, ReplyInfo]:
-        """Ask over UDP; return the first matching reply's bytes and info.
-
-        Raises UpstreamTimeout when no matching reply arrives within `timeout`, UpstreamError
-        on a network error. Mismatched and malformed replies are counted and ignored.
-        """
-        try:
-            channel = await self._channel()
-        except OSError as exc:  # no route, no file descriptors...: this upstream failed
-            raise UpstreamError(f"network error: {exc}", "network") from None
-        transport = channel.transport
-        if transport is None or transport.is_closing():
-            self.discard(channel)
-            raise UpstreamError("socket closed", "network")
-        qid = _rng.id16()
-        while qid in channel.pending:
-            qid = _rng.id16()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[tuple[bytes, ReplyInfo]] = loop.create_future()
-        channel.pending[qid] = (future, question)
-        self.queries += 1
-        transport.sendto(build_query(qid, question, cd=cd, do=do))
-        timer = loop.call_later(timeout, _expire, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
-            channel.forget(qid, future)
 
     async def exchange_tcp(
         self, question: bytes, cd: bool, do: bool, timeout: float
@@ -289,24 +293,22 @@ class Upstream:
     def close(self) -> None:
         """Close every UDP socket."""
         for channel in self._channels:
-            channel.retired = True
-            if channel.transport is not None:
-                channel.transport.close()
+            channel.close()
         self._channels.clear()
 
 
-def _expire(future: asyncio.Future[tuple[bytes, ReplyInfo]]) -> None:
-    if not future.done():
-        future.set_exception(UpstreamTimeout())
-
-
-def order(upstreams: Sequence[Upstream], now: float) -> list[Upstream]:
+def order(upstreams: Sequence[Upstream], now: float) -> Sequence[Upstream]:
     """Return the upstreams in the order to try them: the policy, and nothing else.
 
     Healthy upstreams in configured order, then those marked down. A down upstream whose retry
     time has come goes first once (an in-band probe), and its retry time moves on by its
     backoff, so only one query per interval pays for probing it.
     """
+    for u in upstreams:
+        if not u.healthy:
+            break
+    else:
+        return upstreams  # all healthy: the configured order, as it is
     healthy = [u for u in upstreams if u.healthy]
     down = [u for u in upstreams if not u.healthy]
     for u in down:
@@ -318,68 +320,286 @@ def order(upstreams: Sequence[Upstream], now: float) -> list[Upstream]:
     return healthy + down
 
 
+class _Exchange:
+    """One question asked of the upstreams, attempt by attempt, until an answer or the deadline.
+
+    States: waiting on a UDP reply (`qid` >= 0), on a TCP task (`task` set), or finished
+    (`done` None). Every way out of an attempt goes through :meth:`_attempt_over`."""
+
+    __slots__ = (
+        "candidates",
+        "cd",
+        "channel",
+        "client",
+        "deadline",
+        "do",
+        "done",
+        "index",
+        "last",
+        "qid",
+        "question",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self, client: UpstreamClient, question: bytes, cd: bool, do: bool, done: Done, now: float
+    ) -> None:
+        self.client = client
+        self.question = question
+        self.cd = cd
+        self.do = do
+        self.done: Done | None = done
+        self.index = -1
+        self.qid = -1
+        self.channel: _Channel | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.last: UpstreamError | None = None  # why the latest attempt failed
+        self.started = now
+        self.deadline = now + client.timeout
+        self.candidates = order(client.upstreams, now)
+
+    def _next(self, now: float) -> None:
+        """Start the next attempt, or finish with the last error when none is left."""
+        client = self.client
+        candidates = self.candidates
+        while True:
+            self.index = index = self.index + 1
+            remaining = self.deadline - now
+            if index >= len(candidates) or remaining <= 0:
+                self._finish(self.last or UpstreamTimeout())
+                return
+            upstream = candidates[index]
+            # Healthy upstreams share the time left; one marked down gets a share only when
+            # it is being probed, so a dead backup cannot halve a slow primary's time.
+            sharing = 1
+            for u in candidates[index + 1 :]:
+                sharing += u.healthy
+            channel = None
+            try:
+                channel = upstream.channel(client.loop)
+                qid = _rng.id16()
+                pending = channel.pending
+                while qid in pending:
+                    qid = _rng.id16()
+                channel.sock.send(build_query(qid, self.question, cd=self.cd, do=self.do))
+            except OSError as exc:  # no route, no file descriptors...: this upstream failed
+                if channel is not None:
+                    upstream.discard(channel)
+                    if not channel.pending:
+                        channel.close()
+                upstream.mark_failure("network", now)
+                self.last = UpstreamError(f"network error: {exc}", "network")
+                continue
+            pending[qid] = self
+            upstream.queries += 1
+            self.channel = channel
+            self.qid = qid
+            self.started = now
+            client.timers.add(now + remaining / sharing, self, index)
+            return
+
+    def _attempt_over(self) -> None:
+        channel = self.channel
+        if channel is not None:
+            channel.forget(self.qid, self)
+            self.channel = None
+        self.qid = -1
+        self.task = None
+
+    def expired(self, index: int) -> None:
+        """The timer for attempt `index` went off (ignored when that attempt is over)."""
+        if index != self.index or self.done is None or self.task is not None or self.qid < 0:
+            return
+        self._attempt_over()
+        self._fail(UpstreamTimeout())
+
+    def failed(self, error: UpstreamError) -> None:
+        """The socket of the current attempt failed."""
+        if self.done is None or self.qid < 0:
+            return
+        self._attempt_over()
+        self._fail(error)
+
+    def _fail(self, error: UpstreamError) -> None:
+        now = self.client.clock()
+        self.candidates[self.index].mark_failure(error.reason, now)
+        self.last = error
+        self._next(now)
+
+    def replied(self, data: bytes, info: ReplyInfo) -> None:
+        """A matching, well-formed UDP reply arrived for the current attempt."""
+        if self.done is None:
+            return
+        self.channel = None  # the socket already dropped our entry
+        self.qid = -1
+        if info.flags & FLAG_TC:  # TC=1: ask again over TCP with the time left (RFC 7766 5)
+            self.client.tcp_fallbacks += 1
+            self.task = asyncio.ensure_future(self._over_tcp(self.index))
+            return
+        if info.rcode in _ANSWERS:  # the usual case, taken here without _judge and _finish
+            client = self.client
+            self.candidates[self.index].mark_success(client.clock() - self.started)
+            done = self.done
+            self.done = None
+            client.active -= 1
+            done((data, info))
+            return
+        self._judge(data, info)
+
+    async def _over_tcp(self, index: int) -> None:
+        upstream = self.candidates[index]
+        timeout = self.deadline - self.client.clock()
+        try:
+            data, info = await upstream.exchange_tcp(self.question, self.cd, self.do, timeout)
+        except UpstreamError as exc:
+            if self.done is not None and self.index == index:
+                self.task = None
+                self._fail(exc)
+            return
+        if self.done is not None and self.index == index:
+            self.task = None
+            self._judge(data, info)
+
+    def _judge(self, data: bytes, info: ReplyInfo) -> None:
+        upstream = self.candidates[self.index]
+        rcode = info.rcode
+        if rcode > 0xF:  # an extended rcode (BADVERS, BADCOOKIE...) to our plain query
+            self._fail(UpstreamError(f"{upstream.address} answered rcode {rcode}", "malformed"))
+        elif rcode == SERVFAIL:
+            self._fail(UpstreamError(f"{upstream.address} answered SERVFAIL", "servfail"))
+        elif rcode == REFUSED:
+            self._fail(UpstreamError(f"{upstream.address} answered REFUSED", "refused"))
+        else:
+            upstream.mark_success(self.client.clock() - self.started)
+            self._finish((data, info))
+
+    def _finish(self, answer: Answer) -> None:
+        done = self.done
+        if done is None:
+            return
+        self.done = None
+        self.client.active -= 1
+        done(answer)
+
+    def abandon(self) -> None:
+        """Stop without an answer (the client is closing)."""
+        self.done = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+
+class _Timers:
+    """Attempt deadlines in one heap, with one loop timer armed for the earliest.
+
+    Entries are not removed when an attempt ends early (the usual case): they are skipped when
+    they come due, and swept out when most of the heap is dead."""
+
+    def __init__(self, client: UpstreamClient) -> None:
+        self.client = client
+        self.heap: list[tuple[float, int, _Exchange, int]] = []
+        self.seq = 0
+        self.handle: asyncio.TimerHandle | None = None
+        self.armed = float("inf")
+
+    def add(self, when: float, exchange: _Exchange, index: int) -> None:
+        heap = self.heap
+        self.seq += 1
+        heapq.heappush(heap, (when, self.seq, exchange, index))
+        if when < self.armed:
+            self._arm(when)
+        elif len(heap) >= _COMPACT_MIN and len(heap) > 4 * self.client.active:
+            # Every entry of a finished exchange is dead; keep the live ones.
+            self.heap = [e for e in heap if e[2].done is not None]
+            heapq.heapify(self.heap)
+
+    def _arm(self, when: float) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.armed = when
+        delay = max(0.0, when - self.client.clock())
+        self.handle = self.client.loop.call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self.handle = None
+        self.armed = float("inf")
+        heap = self.heap
+        now = self.client.clock() + 0.001  # the loop's timers run up to 1 ms early
+        while heap and heap[0][0] <= now:
+            _when, _seq, exchange, index = heapq.heappop(heap)
+            try:
+                exchange.expired(index)
+            except Exception:  # the callback edge: one exchange's bug must not stop the rest
+                _log.exception("unexpected error while expiring an upstream query")
+                self.client.errors += 1
+        if heap:
+            # Not sooner than TIMER_SLACK: most entries are dead, and a timeout a few ms late
+            # costs nothing, while a loop timer per entry would cost as much as the query.
+            self._arm(max(heap[0][0], now + TIMER_SLACK))
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        for _when, _seq, exchange, _index in self.heap:
+            exchange.abandon()
+        self.heap.clear()
+
+
 class UpstreamClient:
     """Asks a question of the upstreams with failover, within one overall timeout."""
 
-    def __init__(self, upstreams: Sequence[Upstream], timeout: float) -> None:
+    def __init__(
+        self,
+        upstreams: Sequence[Upstream],
+        timeout: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.upstreams = list(upstreams)
         self.timeout = timeout
+        self.clock = clock
         self.tcp_fallbacks = 0
+        self.errors = 0  # unexpected exceptions caught at this layer's callback edges
+        self.active = 0  # exchanges not finished yet
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.timers = _Timers(self)
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def close(self) -> None:
-        """Close every upstream's sockets."""
+        """Close every upstream's sockets; queries still in flight are abandoned."""
+        self.timers.close()
         for upstream in self.upstreams:
             upstream.close()
+
+    def ask(self, question: bytes, cd: bool, do: bool, done: Done) -> None:
+        """Ask `question` (QNAME wire bytes + QTYPE + QCLASS); call `done` once, later or
+        now, with (reply bytes with OPT still in, its info) or the UpstreamError that ended it.
+
+        Upstreams are tried in :func:`order`; one that times out, errors, or answers
+        SERVFAIL/REFUSED is marked down and the next is tried, all within `timeout`.
+        """
+        self.active += 1
+        now = self.clock()
+        _Exchange(self, question, cd, do, done, now)._next(now)
 
     async def query(
         self, question: bytes, cd: bool = False, do: bool = False
     ) -> tuple[bytes, ReplyInfo]:
-        """Return a validated reply (raw bytes, OPT still in) and its info for `question`.
+        """:meth:`ask` for a coroutine: return the reply and info, or raise the UpstreamError."""
+        future: asyncio.Future[Answer] = self.loop.create_future()
 
-        `question` is QNAME wire bytes + QTYPE + QCLASS. Upstreams are tried in :func:`order`;
-        one that times out, errors, or answers SERVFAIL/REFUSED is marked down and the next is
-        tried. Raises UpstreamError when every upstream failed or the deadline passed.
-        """
-        clock = time.monotonic
-        deadline = clock() + self.timeout
-        candidates = order(self.upstreams, clock())
-        last: UpstreamError = UpstreamTimeout()
-        for index, upstream in enumerate(candidates):
-            start = clock()
-            remaining = deadline - start
-            if remaining <= 0:
-                break
-            # Healthy upstreams share the time left; one marked down gets a share only when
-            # it is being probed, so a dead backup cannot halve a slow primary's time.
-            sharing = sum(1 for u in candidates[index:] if u.healthy or u is upstream)
-            budget = remaining / sharing
-            try:
-                reply = await self._attempt(upstream, question, cd, do, budget, deadline)
-            except UpstreamError as exc:
-                upstream.mark_failure(exc.reason, clock())
-                last = exc
-                continue
-            upstream.mark_success(clock() - start)
-            return reply
-        raise last
+        def done(answer: Answer) -> None:
+            if not future.done():
+                future.set_result(answer)
 
-    async def _attempt(
-        self,
-        upstream: Upstream,
-        question: bytes,
-        cd: bool,
-        do: bool,
-        budget: float,
-        deadline: float,
-    ) -> tuple[bytes, ReplyInfo]:
-        data, info = await upstream.exchange_udp(question, cd, do, budget)
-        if info.truncated:  # TC=1: ask again over TCP with the time left (RFC 7766 5)
-            self.tcp_fallbacks += 1
-            data, info = await upstream.exchange_tcp(question, cd, do, deadline - time.monotonic())
-        if info.rcode > 0xF:  # an extended rcode (BADVERS, BADCOOKIE...) to our plain query
-            raise UpstreamError(f"{upstream.address} answered rcode {info.rcode}", "malformed")
-        if info.rcode == SERVFAIL:
-            raise UpstreamError(f"{upstream.address} answered SERVFAIL", "servfail")
-        if info.rcode == REFUSED:
-            raise UpstreamError(f"{upstream.address} answered REFUSED", "refused")
-        return data, info
+        self.ask(question, cd, do, done)
+        answer = await future
+        if isinstance(answer, UpstreamError):
+            raise answer
+        return answer

@@ -75,10 +75,10 @@ def test_socket_error_towards_an_upstream_fails_over(monkeypatch: pytest.MonkeyP
         async with FakeUpstream(answer()) as first, FakeUpstream(answer()) as second:
             resolver = make_resolver(first, second)
 
-            async def no_route() -> object:
+            def no_route(loop: object) -> object:
                 raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
-            monkeypatch.setattr(resolver.client.upstreams[0], "_channel", no_route)
+            monkeypatch.setattr(resolver.client.upstreams[0], "channel", no_route)
             reply = await ask(resolver, "route.example.")
             assert reply.answer[0][0].address == "192.0.2.1"
             assert len(second.received) == 1

@@ -501,22 +501,21 @@ def test_cname_chain_ending_in_nodata_is_bounded_by_the_soa() -> None:
 
 
 def test_a_reused_upstream_id_is_not_forgotten_by_the_query_that_freed_it() -> None:
-    # The reply to query A frees its ID; query B on the same socket may draw that ID before A's
-    # cleanup runs. A's cleanup must not remove B's entry (B would then time out).
+    # The reply to query A frees its ID; query B on the same socket may draw that ID before a
+    # late cleanup of A runs. A's cleanup must not remove B's entry (B would then time out).
     async def main() -> None:
         async with FakeUpstream(answer()) as up:
             resolver = make_resolver(up)
             upstream = resolver.client.upstreams[0]
             question = b"\x01a\x00\x00\x01\x00\x01"
-            data, _info = await upstream.exchange_udp(question, False, False, 2.0)
+            data, _info = await resolver.client.query(question)
             assert data[12:19] == question
             (channel,) = upstream._channels
-            loop = asyncio.get_running_loop()
-            newer = loop.create_future()
-            channel.pending[4242] = (newer, question)  # B now holds the ID A had
-            channel.forget(4242, loop.create_future())  # A's late cleanup
-            assert channel.pending[4242][0] is newer
-            channel.forget(4242, newer)  # B's own cleanup
+            older, newer = object(), object()
+            channel.pending[4242] = newer  # type: ignore[assignment]  # B holds A's old ID
+            channel.forget(4242, older)  # type: ignore[arg-type]  # A's late cleanup
+            assert channel.pending[4242] is newer
+            channel.forget(4242, newer)  # type: ignore[arg-type]  # B's own cleanup
             assert 4242 not in channel.pending
             resolver.client.close()
 

@@ -228,23 +228,28 @@ def test_full_queue_drops_and_counts_then_serves_again() -> None:
     run(main())
 
 
+@pytest.mark.parametrize("where", ["start", "_store"])
 def test_unexpected_exception_gives_servfail_and_server_keeps_serving(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
+    # "start": the pool's edge (the handler raised before anything went upstream); "_store":
+    # the callback edge after the upstream answered.
     async def main() -> None:
         async with FakeUpstream(answer()) as up, running(up) as srv:
-            real = srv.resolver._forward
+            real = getattr(srv.resolver, where)
 
-            async def broken(key: bytes) -> object:
-                if b"boom" in key:
+            def broken(*args: object) -> object:
+                if any(isinstance(a, bytes) and b"boom" in a for a in args):
                     raise RuntimeError("injected fault")
-                return await real(key)
+                return real(*args)
 
-            monkeypatch.setattr(srv.resolver, "_forward", broken)
+            monkeypatch.setattr(srv.resolver, where, broken)
             reply = await udp_ask(srv, dns.message.make_query("boom.example.", "A"))
             assert reply.rcode() == dns.rcode.SERVFAIL
-            assert srv.server.pool.errors == 1
+            errors = srv.server.pool.errors, srv.resolver.errors
+            assert errors == ((1, 0) if where == "start" else (0, 1))
             assert (await udp_ask(srv, dns.message.make_query("fine.example.", "A"))).answer
+            assert srv.server.pool.busy == 0
 
     run(main())
 
