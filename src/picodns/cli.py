@@ -50,6 +50,7 @@ __all__ = [
     "run",
     "run_loop",
     "setup_logging",
+    "tune_gc",
     "usage",
 ]
 
@@ -59,7 +60,8 @@ _T = TypeVar("_T")
 
 SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
 DROP_LOG_INTERVAL = 10.0  # seconds between "dropped ..." warning lines (only when any)
-GC_YOUNG = 20000  # allocations between collections of the youngest generation (default 700)
+GC_FREEZE_INTERVAL = 1.0  # seconds between freezing what survived (see tune_gc)
+_gc_tuned = False
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
 MAX_PROCESSES = 64  # serving processes; far more than cores on any machine this is meant for
@@ -161,16 +163,26 @@ def run(config: Config) -> int:
 
 
 def tune_gc() -> None:
-    """Set the cyclic garbage collector for a server whose cache keeps growing.
+    """Keep the cyclic garbage collector off the cache.
 
-    Cached entries live long and every miss adds one. With the default thresholds the
-    collector runs every 700 allocations and keeps rescanning them: 12% of a cache miss's CPU
-    (measured, BENCHMARKS.md). Collecting the young generation every GC_YOUNG allocations
-    instead, with what startup made frozen out of the way, costs a few MB of garbage at most:
-    the serving paths make no reference cycles, so reference counting frees almost everything.
+    Cached entries live long and every miss adds one; the collector would keep rescanning
+    them: 12% of a cache miss's CPU, and pauses of many ms once the cache is large (measured,
+    BENCHMARKS.md). So every GC_FREEZE_INTERVAL seconds what has survived is frozen
+    (:func:`gc.freeze`, O(1)) and the collector never walks it again; it still runs as usual
+    over what is younger. Frozen objects are freed by reference counting like any other, and
+    that is how the serving paths' objects die: on uvloop they leave no reference cycles
+    (tests/e2e/test_server.py checks), so nothing frozen waits for the collector. Takes
+    effect in :func:`serve`, on uvloop only.
     """
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG, 10, 10)
+    global _gc_tuned
+    _gc_tuned = True
+
+
+async def _freeze_survivors() -> None:
+    gc.freeze()  # what startup made
+    while True:
+        await asyncio.sleep(GC_FREEZE_INTERVAL)
+        gc.freeze()
 
 
 def bind_listeners(
@@ -280,6 +292,10 @@ async def serve(
         format_hostport(*metrics_at) if metrics_at else "off",
     )
     watch = asyncio.ensure_future(_warn_about_drops(server, resolver))
+    # Only on uvloop: asyncio's own socket transports hold a reference cycle each, which
+    # frozen would never be collected (tests/e2e/test_server.py).
+    uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    freezer = asyncio.ensure_future(_freeze_survivors()) if _gc_tuned and uvloop else None
     try:
         await server.start(listeners)
         if ready is not None:
@@ -287,6 +303,8 @@ async def serve(
         await shutdown
     finally:
         watch.cancel()
+        if freezer is not None:
+            freezer.cancel()
         await server.stop(min(config.timeout, SHUTDOWN_GRACE))
         if endpoint is not None:
             await endpoint.stop()
