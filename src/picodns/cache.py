@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from picodns.errors import NOERROR, NXDOMAIN
 from picodns.message import ReplyInfo, render_ttls
-from picodns.wire import write_opt
+from picodns.wire import FLAG_TC, write_opt
 
 __all__ = ["MAX_CACHED_REPLY", "OUR_PAYLOAD", "Cache", "Entry"]
 
@@ -38,7 +38,6 @@ class Entry:
         "negative",
         "offsets",
         "opt",
-        "qname",
         "qtype",
         "rcode",
         "render_until",
@@ -48,7 +47,6 @@ class Entry:
         "stored",
         "tail",
         "tail_opt",
-        "template",
         "ttls",
     )
 
@@ -64,8 +62,9 @@ class Entry:
         qtype: int = 0,
         rcode: int = 0,
     ) -> None:
-        self.template = template
-        """Reply bytes without OPT; TTLs as stored (clamped)."""
+        # `template`: the reply without OPT, TTLs as stored (clamped). Only `tail` (it without
+        # the ID) and `tail_opt` are kept: the TTLs are re-rendered from `ttls`, and a client
+        # gets its own ID. Two copies of the reply per entry.
         self.offsets = offsets
         self.ttls = ttls
         self.stored = stored
@@ -80,30 +79,30 @@ class Entry:
         """Our OPT record for this client's DO bit."""
         self.rendered_at = 0  # rendered for the second it was stored in: TTLs as stored
         self.render_until = stored + 1  # `tail` and `tail_opt` are current until this time
-        self.qname = template[12 : template.find(0, 12) + 1]
-        """QNAME as stored, to tell whether a client's spelling needs patching in."""
-        self.canonical = self.qname == self.qname.lower()
+        qname = template[12 : template.find(0, 12) + 1]
+        self.canonical = qname == qname.lower()
         """The stored QNAME is lower case: a client spelling it so needs no patch."""
         self.size = len(template)
         self.size_opt = self.size + len(self.opt)
         self.tail = template[2:]
+        """The reply without its ID, TTLs aged to `rendered_at` seconds."""
         ar = ((template[10] << 8) | template[11]) + 1
         self.tail_opt = template[2:10] + ar.to_bytes(2, "big") + template[12:] + self.opt
 
     @property
     def rendered(self) -> bytes:
-        """The current reply without OPT, with the ID stored (for tests and introspection)."""
-        return self.template[:2] + self.tail
+        """The current reply without OPT, with ID 0 (for tests and introspection)."""
+        return b"\x00\x00" + self.tail
 
     @property
     def rendered_opt(self) -> bytes:
-        """The current reply with our OPT, with the ID stored (for tests and introspection)."""
-        return self.template[:2] + self.tail_opt
+        """The current reply with our OPT, with ID 0 (for tests and introspection)."""
+        return b"\x00\x00" + self.tail_opt
 
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
         """Return a rendered entry for a reply that is not cached (served once, as it is)."""
-        return cls(reply, [], [], now, 0, do, False)
+        return cls(reply, [], [], now, 0, do, False, rcode=reply[3] & 0xF)
 
     def render(self, now: float) -> None:
         """Refresh `tail` (no OPT) and `tail_opt` (our OPT appended) for `now`'s second."""
@@ -111,15 +110,13 @@ class Entry:
         self.render_until = self.stored + elapsed + 1
         if elapsed == self.rendered_at:
             return
-        out = render_ttls(self.template, self.offsets, self.ttls, elapsed)
-        # Kept without the ID: a client gets its ID + tail. Two copies (with and without our
-        # OPT) besides the template: memory per entry stays about three replies.
-        self.tail = bytes(out[2:])
-        ar = ((out[10] << 8) | out[11]) + 1
-        out[10] = ar >> 8
-        out[11] = ar & 0xFF
+        out = render_ttls(self.tail, self.offsets, self.ttls, elapsed, base=2)
+        self.tail = bytes(out)
+        ar = ((out[8] << 8) | out[9]) + 1
+        out[8] = ar >> 8
+        out[9] = ar & 0xFF
         out += self.opt
-        self.tail_opt = bytes(out[2:])
+        self.tail_opt = bytes(out)
         self.rendered_at = elapsed
 
 
@@ -170,7 +167,7 @@ class Cache:
         Cacheable: NOERROR with answers (smallest answer TTL), and NXDOMAIN or NODATA with an
         SOA in the authority section (RFC 2308). Everything else, and TC=1 replies, is not.
         """
-        if info.truncated:
+        if info.flags & FLAG_TC:
             return 0
         if info.rcode == NOERROR and info.ancount:
             ttl = info.min_ttl

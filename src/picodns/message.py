@@ -23,9 +23,11 @@ from typing import Any
 
 from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
 from picodns.wire import (
+    FLAG_AA,
     FLAG_CD,
     FLAG_QR,
     FLAG_RA,
+    FLAG_RD,
     FLAG_TC,
     HEADER,
     HEADER_SIZE,
@@ -54,6 +56,7 @@ __all__ = [
     "analyze_reply",
     "build_query",
     "error_reply",
+    "for_clients",
     "parse_query",
     "render_ttls",
     "scan_query",
@@ -323,13 +326,14 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
         start = pos
         if buf.startswith(b"\xc0\x0c", pos):
             pos += 2  # a pointer to QNAME, already walked: the usual owner of an answer
+        elif buf.startswith(b"\x00", pos):
+            pos += 1  # the root: the OPT record's owner
         else:
             pos = skip_name(buf, pos, end)
         if pos + 10 > end:
             raise WireError("record header runs past the end of the reply")
         rtype, _rclass, ttl, rdlen = unpack_rr(buf, pos)
-        rdata = pos + 10
-        rdend = rdata + rdlen
+        rdend = pos + 10 + rdlen
         if rdend > end:
             raise WireError("RDATA runs past the end of the reply")
         if rtype == TYPE_OPT:
@@ -346,7 +350,7 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
                     min_ttl = ttl
             elif rtype == TYPE_SOA and i < last_authority and soa_index < 0:
                 soa_ttl = ttl
-                soa_min = _soa_minimum(buf, rdata, rdend)
+                soa_min = _soa_minimum(buf, pos + 10, rdend)
                 soa_index = len(offsets)
             offsets.append(pos + 4)
             ttls.append(ttl)
@@ -408,12 +412,43 @@ def strip_opt(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     return out, analyze_reply(out)
 
 
-def render_ttls(template: bytes, offsets: list[int], ttls: list[int], elapsed: int) -> bytearray:
-    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed)."""
+_AA_BIT = FLAG_AA >> 8  # in the header's third byte
+_RD_BIT = FLAG_RD >> 8  # in the third too
+_RA_BIT = FLAG_RA  # in the fourth
+
+
+def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
+    """Return an upstream reply as we keep and serve it, and its info: OPT removed (as by
+    :func:`strip_opt`), AA cleared, RA and RD set.
+
+    We are not authoritative (RFC 1035 4.1.1: AA only from an authoritative server) and we do
+    offer recursion; RD is the client's own, patched in when served. In the usual case (the
+    OPT record last) this is one copy of the reply. Raises WireError like :func:`strip_opt`.
+    """
+    flags = bytes(((buf[2] & ~_AA_BIT & 0xFF) | _RD_BIT, buf[3] | _RA_BIT))
+    start = info.opt_start
+    if start >= 0 and info.opt_end == len(buf) and info.rcode <= 0xF:
+        ar = ((buf[10] << 8) | buf[11]) - 1
+        info.opt_start = info.opt_end = info.opt_index = -1
+        return buf[:2] + flags + buf[4:10] + ar.to_bytes(2, "big") + buf[12:start], info
+    buf, info = strip_opt(buf, info)
+    if buf[2:4] == flags:
+        return buf, info
+    return buf[:2] + flags + buf[4:], info
+
+
+def render_ttls(
+    template: bytes, offsets: list[int], ttls: list[int], elapsed: int, base: int = 0
+) -> bytearray:
+    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed).
+
+    `offsets` are a whole message's; `template` is that message without its first `base`
+    bytes (a cached reply is kept without its ID: base 2).
+    """
     out = bytearray(template)
     pack = _TTL.pack_into
     for off, ttl in zip(offsets, ttls, strict=True):
-        pack(out, off, ttl - elapsed if ttl > elapsed else 0)
+        pack(out, off - base, ttl - elapsed if ttl > elapsed else 0)
     return out
 
 

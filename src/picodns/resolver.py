@@ -35,16 +35,13 @@ from picodns.message import (
     KEY_DO,
     ReplyInfo,
     error_reply,
+    for_clients,
     parse_query,
     scan_query,
-    strip_opt,
 )
 from picodns.message import truncated_reply as _truncated
 from picodns.upstream import Answer, UpstreamClient
 from picodns.wire import (
-    FLAG_AA,
-    FLAG_RA,
-    FLAG_RD,
     HEADER_SIZE,
     MAX_TCP_SIZE,
     MIN_UDP_PAYLOAD,
@@ -56,9 +53,6 @@ __all__ = ["Resolver", "personalize"]
 _BYTES = tuple(bytes((i,)) for i in range(256))
 _QTYPE_OPT = 41
 _REASONS = {FORMERR: "formerr", NOTIMP: "notimp", BADVERS: "badvers"}
-_AA = FLAG_AA >> 8  # in the header's third byte
-_RD = FLAG_RD >> 8  # in the third too: stored replies have RD=1, personalize copies the client's
-_RA = FLAG_RA  # in the fourth
 _REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
 _NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
 _log = logging.getLogger("picodns.resolver")
@@ -217,14 +211,9 @@ class Resolver:
         """Store an upstream's validated reply for `key`; return its entry (transient when it
         may not be cached). Raises UpstreamError when the reply cannot be used."""
         try:
-            data, info = strip_opt(data, info)
+            data, info = for_clients(data, info)
         except WireError as exc:
             raise UpstreamError(f"malformed reply: {exc}", "malformed") from None
-        # We are not authoritative (RFC 1035 4.1.1: AA only from an authoritative server), and
-        # we do offer recursion: clear AA, set RA (and RD, which personalize then sets to the
-        # client's), once, before the reply is stored.
-        if data[2] & _AA or not data[2] & _RD or not data[3] & _RA:
-            data = data[:2] + bytes(((data[2] & ~_AA & 0xFF) | _RD, data[3] | _RA)) + data[4:]
         now = self.clock()
         entry = self.cache.put(key, data, info, now)
         return entry if entry is not None else Entry.transient(data, bool(key[-1] & KEY_DO), now)
@@ -262,7 +251,7 @@ class _Fetch:
                 else:
                     queries, responses = resolver.queries, resolver.responses  # _count, inline
                     queries[qtype] = queries.get(qtype, 0) + 1
-                    rcode = entry.template[3] & 0xF
+                    rcode = entry.rcode
                     responses[rcode] = responses.get(rcode, 0) + 1
                     reply = personalize(entry, query, qend, limit, plain, tcp)
             except Exception:

@@ -188,7 +188,7 @@ def test_rendered_reply_ages_ttls_and_rendered_opt_carries_our_opt(do: bool) -> 
     expected = [("an/CNAME", 200), ("an/A", 100), ("ns/NS", 3500), ("ar/A", 900)]
     assert _ttls(plain) == expected
     assert plain.edns == -1  # EDNS is hop by hop: the upstream's OPT is gone
-    assert plain.id == response.id and plain.rcode() == dns.rcode.NOERROR
+    assert plain.rcode() == dns.rcode.NOERROR  # (kept without an ID: each client gets its own)
     with_opt = _parsed(entry, opt=True)
     assert _ttls(with_opt) == expected
     assert with_opt.edns == 0

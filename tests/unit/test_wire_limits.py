@@ -514,3 +514,32 @@ def test_strip_opt_drops_records_after_the_opt_and_reanalyzes() -> None:
     assert out == reply(A_RECORD, an=1)
     assert info.rcode == NOERROR
     assert info.opt_start == -1
+
+
+# ---------------------------------------------------------------------------------------------
+# for_clients: the reply as kept and served
+# ---------------------------------------------------------------------------------------------
+
+AA, RA = 0x0400, 0x0080
+
+
+@pytest.mark.parametrize(
+    ("records", "ar"),
+    [
+        ((A_RECORD, opt()), 1),  # the usual shape: OPT last, cut off in one copy
+        ((A_RECORD, opt(), rr(pointer(12), TYPE_A, b"\x09\x09\x09\x09")), 2),  # re-analyzed
+        ((A_RECORD,), 0),  # no OPT at all
+    ],
+)
+@pytest.mark.parametrize("upstream_flags", [QR | AA | RD, QR | RD | RA, QR])
+def test_for_clients_clears_aa_sets_ra_and_rd_and_drops_the_opt(
+    records: tuple[bytes, ...], ar: int, upstream_flags: int
+) -> None:
+    buf = header(flags=upstream_flags, an=1, ar=ar) + QUESTION + b"".join(records)
+    out, info = message.for_clients(buf, message.analyze_reply(buf))
+    parsed = dns.message.from_wire(out)  # the oracle reads what a client would get
+    assert parsed.edns == -1 and not parsed.additional
+    assert parsed.flags & 0xFFFF == QR | RD | RA
+    assert [rrset.to_text() for rrset in parsed.answer] == ["www.example.com. 300 IN A 192.0.2.1"]
+    again = message.analyze_reply(out)  # the info handed back describes the bytes handed back
+    assert (info.opt_start, info.ttl_offsets, info.rcode) == (-1, again.ttl_offsets, NOERROR)
