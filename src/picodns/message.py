@@ -58,6 +58,7 @@ __all__ = [
     "error_reply",
     "for_clients",
     "parse_query",
+    "remembered_scan",
     "render_ttls",
     "scan_query",
     "strip_opt",
@@ -135,6 +136,10 @@ Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
 _SCANS: dict[bytes, Scan | None] = {}
 MAX_SCANS = 16384
 MAX_REMEMBERED = 512  # longer queries are scanned every time: memory stays under ~10 MB
+remembered_scan = _SCANS.get
+"""remembered_scan(body): the scan remembered for a query whose bytes after the ID are `body`,
+or None (not remembered, or remembered as not plain). A bound dict lookup, no Python frame:
+the cache-hit path calls it first and :func:`scan_query` only when it gives None."""
 
 
 def scan_query(buf: bytes) -> Scan | None:

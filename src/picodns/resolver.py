@@ -37,6 +37,7 @@ from picodns.message import (
     error_reply,
     for_clients,
     parse_query,
+    remembered_scan,
     scan_query,
 )
 from picodns.message import truncated_reply as _truncated
@@ -116,7 +117,7 @@ class Resolver:
 
         None also means "not a plain query": the slow path validates it. Never raises.
         """
-        scanned = scan_query(query)
+        scanned = remembered_scan(query[2:]) or scan_query(query)
         if scanned is None:
             return None
         entry = self.cache.get(scanned[0], now)
