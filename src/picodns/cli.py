@@ -76,7 +76,7 @@ counts only as the very first word."""
 _FLAGS: tuple[tuple[str, str, str], ...] = (
     ("listen", "ADDRS", "comma-separated addresses to serve UDP and TCP on (:PORT = all)"),
     ("upstreams", "ADDRS", "comma-separated upstream resolvers, IP[:PORT] or [IPv6]:PORT"),
-    ("workers", "N", "concurrent workers forwarding queries (1..65536)"),
+    ("workers", "N", "cache misses resolved at once (1..65536)"),
     ("queue-size", "N", "queries that may wait for a worker before drops (1..1000000)"),
     ("cache-size", "N", "most cached replies, 0 disables caching (0..10000000)"),
     ("timeout", "DURATION", "time for upstreams to answer a query, failover included (<= 1h)"),

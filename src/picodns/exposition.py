@@ -155,10 +155,14 @@ class Collector(_CollectorBase):
             {"full": pool.dropped_full, "expired": pool.dropped_expired},
             counter=True,
         )
+        # Caught at every callback edge of the miss path: the pool's, the resolver's, the
+        # upstream client's timer and each upstream socket's reader.
+        errors = pool.errors + resolver.errors + client.errors
+        errors += sum(up.errors for up in client.upstreams)
         yield _counter(
             "picodns_worker_errors",
-            "Queries whose handling raised unexpectedly (answered SERVFAIL).",
-            pool.errors,
+            "Unexpected errors while handling queries (each such query got SERVFAIL).",
+            errors,
         )
         yield _gauge("picodns_tcp_connections", "Client TCP connections open.", stats.tcp_open)
         yield _counter(

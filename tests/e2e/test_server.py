@@ -14,6 +14,7 @@ import pytest
 
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, reply_with
 from tests.support.resolving import run
+from tests.support.scraping import scrape, value
 from tests.support.serving import running, tcp_ask, udp_ask, udp_exchange
 
 BIG_TXT = " ".join(f'"{"y" * 200}"' for _ in range(10))  # ~2 KB
@@ -235,7 +236,8 @@ def test_unexpected_exception_gives_servfail_and_server_keeps_serving(
     # "start": the pool's edge (the handler raised before anything went upstream); "_store":
     # the callback edge after the upstream answered.
     async def main() -> None:
-        async with FakeUpstream(answer()) as up, running(up) as srv:
+        metrics = ("127.0.0.1", 0)
+        async with FakeUpstream(answer()) as up, running(up, metrics_listen=metrics) as srv:
             real = getattr(srv.resolver, where)
 
             def broken(*args: object) -> object:
@@ -248,6 +250,8 @@ def test_unexpected_exception_gives_servfail_and_server_keeps_serving(
             assert reply.rcode() == dns.rcode.SERVFAIL
             errors = srv.server.pool.errors, srv.resolver.errors
             assert errors == ((1, 0) if where == "start" else (0, 1))
+            assert srv.metrics is not None
+            assert value(await scrape(srv.metrics), "picodns_worker_errors_total") == 1
             assert (await udp_ask(srv, dns.message.make_query("fine.example.", "A"))).answer
             assert srv.server.pool.busy == 0
 
