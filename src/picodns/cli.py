@@ -60,7 +60,6 @@ _T = TypeVar("_T")
 
 SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
 DROP_LOG_INTERVAL = 10.0  # seconds between "dropped ..." warning lines (only when any)
-GC_FREEZE_INTERVAL = 1.0  # seconds between freezing what survived (see tune_gc)
 _gc_tuned = False
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
@@ -167,10 +166,10 @@ def tune_gc() -> None:
 
     Cached entries live long and every miss adds one; the collector would keep rescanning
     them: 12% of a cache miss's CPU, and pauses of many ms once the cache is large (measured,
-    BENCHMARKS.md). So every GC_FREEZE_INTERVAL seconds what has survived is frozen
-    (:func:`gc.freeze`, O(1)) and the collector never walks it again; it still runs as usual
-    over what is younger. Frozen objects are freed by reference counting like any other, and
-    that is how the serving paths' objects die: on uvloop they leave no reference cycles
+    BENCHMARKS.md). So whatever survives a collection of the youngest generation is frozen
+    at once (:func:`gc.freeze`, O(1)): the collector only ever walks the last few hundred
+    allocations. Frozen objects are freed by reference counting like any other, and that is
+    how the serving paths' objects die: on uvloop they make no reference cycles
     (tests/e2e/test_server.py checks), so nothing frozen waits for the collector. Takes
     effect in :func:`serve`, on uvloop only.
     """
@@ -178,10 +177,9 @@ def tune_gc() -> None:
     _gc_tuned = True
 
 
-async def _freeze_survivors() -> None:
-    gc.freeze()  # what startup made
-    while True:
-        await asyncio.sleep(GC_FREEZE_INTERVAL)
+def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
+    """gc.callbacks hook: after a young collection, freeze what it left alive."""
+    if phase == "stop" and info["generation"] == 0:
         gc.freeze()
 
 
@@ -295,7 +293,10 @@ async def serve(
     # Only on uvloop: asyncio's own socket transports hold a reference cycle each, which
     # frozen would never be collected (tests/e2e/test_server.py).
     uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
-    freezer = asyncio.ensure_future(_freeze_survivors()) if _gc_tuned and uvloop else None
+    freezing = _gc_tuned and uvloop
+    if freezing:
+        gc.freeze()  # what startup made
+        gc.callbacks.append(_freeze_survivors)
     try:
         await server.start(listeners)
         if ready is not None:
@@ -303,8 +304,8 @@ async def serve(
         await shutdown
     finally:
         watch.cancel()
-        if freezer is not None:
-            freezer.cancel()
+        if freezing:
+            gc.callbacks.remove(_freeze_survivors)
         await server.stop(min(config.timeout, SHUTDOWN_GRACE))
         if endpoint is not None:
             await endpoint.stop()
