@@ -171,7 +171,12 @@ class Resolver:
         fetch = _Fetch(self, key, waiter)
         self._inflight[key] = fetch
         flags = key[-1]
-        self.client.ask(key[:-1], bool(flags & KEY_CD), bool(flags & KEY_DO), fetch.answered)
+        try:
+            self.client.ask(key[:-1], bool(flags & KEY_CD), bool(flags & KEY_DO), fetch.answered)
+        except BaseException:  # nothing will answer this fetch: later questions must not wait
+            if self._inflight.get(key) is fetch:
+                del self._inflight[key]
+            raise
 
     async def resolve(self, query: bytes, tcp: bool = False) -> bytes | None:
         """:meth:`start` for a coroutine: return the reply (None: no reply may be sent)."""

@@ -187,6 +187,7 @@ class _Channel:
         if self.sock.fileno() >= 0:
             self.loop.remove_reader(self.fd)
             self.sock.close()
+        self.upstream._open.discard(self)
 
 
 class Upstream:
@@ -205,7 +206,8 @@ class Upstream:
         self.failures = dict.fromkeys(FAILURE_REASONS, 0)
         self.latency = Histogram()  # seconds from first send to an accepted answer
         self.errors = 0  # unexpected exceptions caught while handling this upstream's replies
-        self._channels: list[_Channel] = []
+        self._channels: list[_Channel] = []  # the pool: sockets taking new queries
+        self._open: set[_Channel] = set()  # every socket not closed yet, retired ones too
         self._turn = 0  # round-robin over the sockets once the pool is full
 
     def __repr__(self) -> str:
@@ -244,6 +246,7 @@ class Upstream:
         if len(channels) < SOCKETS_PER_UPSTREAM:
             channel = _Channel(self, loop)
             channels.append(channel)
+            self._open.add(channel)
         else:
             # Which socket matters no more than its port does: an off-path spoofer sees
             # neither, so taking them in turn costs no entropy and no random draw.
@@ -294,8 +297,8 @@ class Upstream:
             self._channels.remove(channel)
 
     def close(self) -> None:
-        """Close every UDP socket."""
-        for channel in self._channels:
+        """Close every UDP socket, retired ones with queries still pending too."""
+        for channel in list(self._open):
             channel.close()
         self._channels.clear()
 
@@ -387,12 +390,14 @@ class _Exchange:
                     qid = _rng.id16()
                 channel.sock.send(build_query(qid, self.question, cd=self.cd, do=self.do))
             except OSError as exc:  # no route, no file descriptors...: this upstream failed
+                error = UpstreamError(f"network error: {exc}", "network")
                 if channel is not None:
-                    upstream.discard(channel)
-                    if not channel.pending:
-                        channel.close()
+                    # The error may be an ICMP error that arrived for an earlier query on this
+                    # socket (a connected socket reports it to the next call): the socket's
+                    # other queries fail now too, as they would have in its reader.
+                    channel.fail_all(error)
                 upstream.mark_failure("network", now)
-                self.last = UpstreamError(f"network error: {exc}", "network")
+                self.last = error
                 continue
             pending[qid] = self
             upstream.queries += 1
@@ -425,6 +430,9 @@ class _Exchange:
         self._fail(error)
 
     def _fail(self, error: UpstreamError) -> None:
+        # Kept as `last`: without its traceback, which holds the frame that raised it and so,
+        # through it, this exchange (a reference cycle, left for the collector otherwise).
+        error.__traceback__ = error.__context__ = None
         now = self.client.clock()
         self.candidates[self.index].mark_failure(error.reason, now)
         self.last = error
@@ -455,7 +463,11 @@ class _Exchange:
         timeout = self.deadline - self.client.clock()
         try:
             data, info = await upstream.exchange_tcp(self.question, self.cd, self.do, timeout)
-        except UpstreamError as exc:
+        except Exception as exc:  # UpstreamError, or the task's edge for anything unexpected
+            if not isinstance(exc, UpstreamError):
+                _log.exception("unexpected error while asking over TCP")
+                self.client.errors += 1
+                exc = UpstreamError(f"unexpected error over TCP: {exc!r}", "network")
             if self.done is not None and self.index == index:
                 self.task = None
                 self._fail(exc)
@@ -485,12 +497,12 @@ class _Exchange:
         self.client.active -= 1
         done(answer)
 
-    def abandon(self) -> None:
-        """Stop without an answer (the client is closing)."""
-        self.done = None
+    def abandon(self, error: UpstreamError) -> None:
+        """End now with `error` (the client is closing)."""
         if self.task is not None:
             self.task.cancel()
             self.task = None
+        self._finish(error)
 
 
 class _Timers:
@@ -513,9 +525,10 @@ class _Timers:
         if when < self.armed:
             self._arm(when)
         elif len(heap) >= _COMPACT_MIN and len(heap) > 4 * self.client.active:
-            # Every entry of a finished exchange is dead; keep the live ones.
-            self.heap = [e for e in heap if e[2].done is not None]
-            heapq.heapify(self.heap)
+            # Every entry of a finished exchange is dead; keep the live ones. In place: _fire
+            # may be popping from this very list (an expiry starts the next attempt).
+            heap[:] = [e for e in heap if e[2].done is not None]
+            heapq.heapify(heap)
 
     def _arm(self, when: float) -> None:
         if self.handle is not None:
@@ -542,12 +555,15 @@ class _Timers:
             self._arm(max(heap[0][0], now + TIMER_SLACK))
 
     def close(self) -> None:
+        """End every exchange still going with an error (each started attempt has an entry)."""
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-        for _when, _seq, exchange, _index in self.heap:
-            exchange.abandon()
-        self.heap.clear()
+        self.armed = float("inf")
+        entries, self.heap = self.heap, []
+        error = UpstreamError("the upstream client was closed", "network")
+        for _when, _seq, exchange, _index in entries:
+            exchange.abandon(error)
 
 
 class UpstreamClient:
@@ -575,7 +591,7 @@ class UpstreamClient:
         return self._loop
 
     def close(self) -> None:
-        """Close every upstream's sockets; queries still in flight are abandoned."""
+        """Close every upstream's sockets; queries still in flight end with an UpstreamError."""
         self.timers.close()
         for upstream in self.upstreams:
             upstream.close()

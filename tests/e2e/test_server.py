@@ -347,8 +347,9 @@ def test_random_and_mutated_packets_never_break_the_server() -> None:
 def test_serving_leaves_no_cyclic_garbage() -> None:
     # The serving process freezes survivors out of the collector's sight (cli.tune_gc), which
     # is safe only if the serving paths leave no reference cycles for it to find. Misses over
-    # UDP and TCP, cache hits, coalesced queries, a truncated answer retried over TCP and
-    # upstream timeouts with failover: then the collector must find (almost) nothing. On
+    # UDP and TCP, cache hits, coalesced queries, a truncated answer retried over TCP (and one
+    # whose TCP leg fails), upstream timeouts with failover: then the collector must find
+    # (almost) nothing. On
     # uvloop, as served; the freezing is off on asyncio's own loop.
     import gc
 
@@ -358,6 +359,12 @@ def test_serving_leaves_no_cyclic_garbage() -> None:
             return None  # never answered: the first upstream times out
         if name.startswith("big") and transport == "udp":
             return _big(query, transport)
+        if name.startswith("tcpfail"):  # truncated over UDP, then silence over TCP
+            if transport == "tcp":
+                return None
+            truncated = reply_with(query)
+            truncated.flags |= dns.flags.TC
+            return truncated
         return answer()(query, transport)
 
     async def main() -> None:
@@ -376,6 +383,8 @@ def test_serving_leaves_no_cyclic_garbage() -> None:
                     await tcp_ask(srv, dns.message.make_query(f"t{i}.example.", "A"))
                 same = dns.message.make_query("same.example.", "A")
                 await asyncio.gather(*(udp_ask(srv, same) for _ in range(10)))
+                for i in range(3):  # the TCP leg fails: its error must not keep a cycle alive
+                    await udp_ask(srv, dns.message.make_query(f"tcpfail{i}.example.", "A"))
                 for i in range(5):
                     await tcp_ask(srv, dns.message.make_query(f"big{i}.example.", "TXT"))
                     await udp_ask(srv, dns.message.make_query(f"slow{i}.example.", "A"))
@@ -383,7 +392,9 @@ def test_serving_leaves_no_cyclic_garbage() -> None:
             finally:
                 gc.enable()
             assert srv.server.pool.errors == 0 and srv.resolver.errors == 0
-            # 175 queries went through; a cycle per query or per connection would show as
+            tcp_legs = [m for m in first.queries("tcp") if "tcpfail" in str(m.question[0].name)]
+            assert tcp_legs  # (then the first upstream is down: the others go to the second)
+            # 178 queries went through; a cycle per query or per connection would show as
             # hundreds of objects (asyncio's own loop leaves ~14 per TCP connection: 639 here).
             assert found < 10, f"the collector found {found} objects in reference cycles"
 

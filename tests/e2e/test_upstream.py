@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import time
 from collections import Counter
 
-from picodns.upstream import MAX_SOCKET_USES, SOCKETS_PER_UPSTREAM
-from tests.support.fake_upstream import FakeUpstream, answer
-from tests.support.resolving import make_resolver, run
+import dns.flags
+import dns.message
+import dns.rcode
+import pytest
+
+from picodns import upstream as upstream_module
+from picodns.errors import UpstreamError
+from picodns.upstream import MAX_SOCKET_USES, SOCKETS_PER_UPSTREAM, Upstream, UpstreamClient
+from tests.support.fake_upstream import FakeUpstream, answer, reply_with
+from tests.support.resolving import ask, make_resolver, run
 
 QUESTION = b"\x01a\x07example\x00\x00\x01\x00\x01"
 
@@ -79,5 +88,90 @@ def test_concurrent_questions_each_get_their_own_answer() -> None:
                 assert data[12 : 12 + len(question)] == question
             assert client.active == 0
             client.close()
+
+    run(main())
+
+
+def _closed_port() -> int:
+    """A loopback UDP port nothing listens on (the kernel answers ICMP port unreachable)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_closing_the_client_ends_queries_in_flight_and_closes_every_socket() -> None:
+    async def main() -> None:
+        async with FakeUpstream(lambda q, t: None) as silent:  # never answers
+            resolver = make_resolver(silent, timeout=30.0)
+            client = resolver.client
+            before = _open_fds()
+            # Enough queries that some sockets are retired with queries still pending on them.
+            waiting = [
+                asyncio.ensure_future(client.query(b"\x05" + f"w{i:04d}".encode() + QUESTION[2:]))
+                for i in range(SOCKETS_PER_UPSTREAM * MAX_SOCKET_USES + 20)
+            ]
+            await asyncio.sleep(0.05)
+            assert client.active == len(waiting)
+            client.close()
+            for ending in await asyncio.gather(*waiting, return_exceptions=True):
+                assert isinstance(ending, UpstreamError) and "closed" in str(ending)
+            assert client.active == 0 and not client.timers.heap
+            assert _open_fds() <= before
+
+    run(main())
+
+
+def test_an_error_reported_by_send_fails_the_other_queries_on_that_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A connected UDP socket reports an ICMP error to its next call: here the second query's
+    # send, made before the loop ran the socket's reader. The first query on that socket must
+    # fail over at once too, not sit out its timeout.
+    monkeypatch.setattr(upstream_module, "SOCKETS_PER_UPSTREAM", 1)
+
+    async def main() -> None:
+        async with FakeUpstream(answer()) as good:
+            client = UpstreamClient(
+                [Upstream("127.0.0.1", _closed_port()), Upstream(*good.address)], timeout=4.0
+            )
+            answers: list[object] = []
+            client.ask(QUESTION, False, False, answers.append)
+            time.sleep(0.05)  # the ICMP error arrives while the loop is busy
+            client.ask(b"\x01b" + QUESTION[2:], False, False, answers.append)
+            async with asyncio.timeout(10):
+                while len(answers) < 2:
+                    await asyncio.sleep(0.01)
+            assert all(isinstance(a, tuple) for a in answers)  # both answered by the good one
+            dead = client.upstreams[0]
+            assert dead.failures["network"] == 2 and dead.failures["timeout"] == 0
+            client.close()
+
+    run(main())
+
+
+def test_an_unexpected_error_over_tcp_ends_the_query_and_frees_its_question(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def truncated(query: dns.message.Message, transport: str) -> object:
+        reply = reply_with(query)
+        reply.flags |= dns.flags.TC
+        return reply
+
+    async def main() -> None:
+        async with FakeUpstream(truncated) as up:
+            resolver = make_resolver(up, timeout=1.0)
+
+            async def broken(*args: object) -> object:
+                raise RuntimeError("injected fault")
+
+            monkeypatch.setattr(resolver.client.upstreams[0], "exchange_tcp", broken)
+            for _ in range(2):  # the second must not wait on the first's dead fetch
+                reply = await ask(resolver, "tc.example.")
+                assert reply.rcode() == dns.rcode.SERVFAIL
+            assert resolver.client.errors == 2 and resolver.client.active == 0
+            assert not resolver._inflight
+            resolver.client.close()
 
     run(main())
