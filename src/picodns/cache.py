@@ -14,6 +14,7 @@ Rules kept here:
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
 from picodns.errors import NOERROR, NXDOMAIN
@@ -26,6 +27,8 @@ MAX_CACHED_REPLY = 16384  # larger replies are forwarded but not kept: bounds me
 OUR_PAYLOAD = 1232  # the EDNS payload size we advertise to clients (DNS Flag Day 2020)
 _SWEEP = 2  # expired entries reclaimed from the LRU end per store
 _OPTS = (write_opt(OUR_PAYLOAD, False), write_opt(OUR_PAYLOAD, True))  # by the client's DO bit
+_TTL_AT = struct.Struct("!HI")  # a TTL's offset in the reply (< 64 KiB) and its value (< 2**31)
+_TTL = struct.Struct("!I")
 
 
 class Entry:
@@ -36,7 +39,6 @@ class Entry:
         "expires",
         "hits",
         "negative",
-        "offsets",
         "opt",
         "qtype",
         "rcode",
@@ -47,7 +49,7 @@ class Entry:
         "stored",
         "tail",
         "tail_opt",
-        "ttls",
+        "ttl_table",
     )
 
     def __init__(
@@ -63,10 +65,11 @@ class Entry:
         rcode: int = 0,
     ) -> None:
         # `template`: the reply without OPT, TTLs as stored (clamped). Only `tail` (it without
-        # the ID) and `tail_opt` are kept: the TTLs are re-rendered from `ttls`, and a client
+        # the ID) and `tail_opt` are kept: the TTLs are re-rendered from `ttl_table`, and a client
         # gets its own ID. Two copies of the reply per entry.
-        self.offsets = offsets
-        self.ttls = ttls
+        self.ttl_table = b"".join(map(_TTL_AT.pack, offsets, ttls))
+        """(offset, TTL as stored) of every TTL, packed: 6 bytes each instead of two lists
+        of int objects (about 160 bytes less per entry)."""
         self.stored = stored
         self.expires = stored + lifetime
         self.negative = negative
@@ -110,7 +113,10 @@ class Entry:
         self.render_until = self.stored + elapsed + 1
         if elapsed == self.rendered_at:
             return
-        out = render_ttls(self.tail, self.offsets, self.ttls, elapsed, base=2)
+        out = bytearray(self.tail)
+        pack = _TTL.pack_into
+        for offset, ttl in _TTL_AT.iter_unpack(self.ttl_table):
+            pack(out, offset - 2, ttl - elapsed if ttl > elapsed else 0)  # no ID in `tail`
         self.tail = bytes(out)
         ar = ((out[8] << 8) | out[9]) + 1
         out[8] = ar >> 8

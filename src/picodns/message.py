@@ -442,18 +442,12 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     return buf[:2] + flags + buf[4:], info
 
 
-def render_ttls(
-    template: bytes, offsets: list[int], ttls: list[int], elapsed: int, base: int = 0
-) -> bytearray:
-    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed).
-
-    `offsets` are a whole message's; `template` is that message without its first `base`
-    bytes (a cached reply is kept without its ID: base 2).
-    """
+def render_ttls(template: bytes, offsets: list[int], ttls: list[int], elapsed: int) -> bytearray:
+    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed)."""
     out = bytearray(template)
     pack = _TTL.pack_into
     for off, ttl in zip(offsets, ttls, strict=True):
-        pack(out, off - base, ttl - elapsed if ttl > elapsed else 0)
+        pack(out, off, ttl - elapsed if ttl > elapsed else 0)
     return out
 
 
