@@ -109,18 +109,33 @@ class PicoProcess:
         self.port = self._wait_for_port()
 
     def _wait_for_port(self) -> int:
+        # Raw reads from the pipe, split into lines here: select() on a buffered reader misses
+        # lines that one read already pulled into the reader's buffer (several processes log
+        # at once at startup), and would then wait for data that has already arrived.
         assert self.proc.stderr is not None
+        fd = self.proc.stderr.fileno()
+        pending = b""
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.2)
+            ready, _, _ = select.select([fd], [], [], 0.2)
             if ready:
-                line = self.proc.stderr.readline()
-                if not line and self.proc.poll() is not None:
-                    break
-                self.lines.append(line)
-                match = _LISTENING.search(line)
-                if match:
-                    return int(match.group(2))
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    if self.proc.poll() is not None:
+                        break
+                    continue
+                *complete, pending = (pending + chunk).split(b"\n")
+                port = None
+                for raw in complete:
+                    line = raw.decode(errors="replace") + "\n"
+                    self.lines.append(line)
+                    match = _LISTENING.search(line)
+                    if match and port is None:
+                        port = int(match.group(2))
+                if port is not None:
+                    if pending:
+                        self.lines.append(pending.decode(errors="replace"))
+                    return port
             elif self.proc.poll() is not None:
                 break
         self.proc.kill()
