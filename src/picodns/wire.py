@@ -81,8 +81,11 @@ _U16 = struct.Struct("!H")
 def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:
     """Walk the name at `pos`; return the offset just after it (after the first pointer, if any).
 
-    Labels are appended to `out` when it is given. `end` bounds the name's own bytes; after a
-    compression pointer the bound is the whole message, since pointers reach back anywhere.
+    Labels are appended to `out` when it is given. `end` bounds the name's own bytes. A
+    compression pointer names a prior occurrence (RFC 1035 4.1.4): the name it reaches must
+    end before the pointer itself, so after a pointer the bound is the pointer's own offset.
+    (Were it the whole message, a name could run on into later records, an OPT record among
+    them, and stop parsing once that record is cut off.)
     """
     lowest = pos  # lowest offset visited: every pointer must point strictly below it
     total = 1  # the root label's length octet
@@ -114,8 +117,8 @@ def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:
                 raise WireError("too many compression pointers in one name")
             if after < 0:
                 after = pos + 2
+            end = pos  # the prior occurrence lies wholly before this pointer
             lowest = pos = target
-            end = len(buf)
         else:
             # 0x40 and 0x80 label types (RFC 6891 5 retired extended labels).
             raise WireError("unknown label type")

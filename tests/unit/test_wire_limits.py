@@ -543,3 +543,29 @@ def test_for_clients_clears_aa_sets_ra_and_rd_and_drops_the_opt(
     assert [rrset.to_text() for rrset in parsed.answer] == ["www.example.com. 300 IN A 192.0.2.1"]
     again = message.analyze_reply(out)  # the info handed back describes the bytes handed back
     assert (info.opt_start, info.ttl_offsets, info.rcode) == (-1, again.ttl_offsets, NOERROR)
+
+
+# ---------------------------------------------------------------------------------------------
+# A pointer names a prior occurrence (RFC 1035 4.1.4)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_name_reached_through_a_pointer_must_end_before_the_pointer() -> None:
+    # Found by the fuzzer: an additional record's owner points back into an MX record's RDATA,
+    # and the labels there run on past the pointer, through the next records, into the OPT
+    # record. Accepted, the reply stopped parsing once its OPT was cut off (the stored form).
+    found = bytes.fromhex(
+        "000d81000001000200000002046d61696c076578616d706c6503636f6d00000f0001c00c000f0001"
+        "0000012c0008000a03c0780c316dc00c000f00010000012c00130014036d7832076578616d706c65"
+        "036e657400c030000100010000012c0004c63364070000292000000000000000"
+    )
+    raises_wire(message.analyze_reply, found, rcode=FORMERR)
+    # The same shape with the name wholly before its pointer is fine.
+    prior = name(b"ns", b"example", b"com")
+    start = 12 + len(QUESTION)
+    ok = reply(
+        rr(prior, TYPE_A, b"\x01\x02\x03\x04"),
+        rr(pointer(start), TYPE_A, b"\x05\x06\x07\x08"),
+        an=2,
+    )
+    assert message.analyze_reply(ok).ancount == 2
