@@ -240,7 +240,7 @@ class Upstream:
         self.retry_at = now + backoff
 
     def channel(self, loop: asyncio.AbstractEventLoop) -> _Channel:
-        """Return a socket for one more query: a new one until the pool is full, then a random
+        """Return a socket for one more query: a new one until the pool is full, then the next
         open one. Raises OSError when a socket cannot be opened."""
         channels = self._channels
         if len(channels) < SOCKETS_PER_UPSTREAM:
