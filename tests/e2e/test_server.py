@@ -86,6 +86,8 @@ def test_pipelined_tcp_queries_on_one_connection_are_all_answered() -> None:
             reader, writer = await asyncio.open_connection(srv.host, srv.port)
             names = ["slow.example.", *(f"p{i}.example." for i in range(9))]
             queries = [dns.message.make_query(n, "A") for n in names]
+            for i, query in enumerate(queries):
+                query.id = 2000 + i  # distinct, so each reply is matched to its own query
             writer.write(
                 b"".join(len(w).to_bytes(2, "big") + w for w in (q.to_wire() for q in queries))
             )
