@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     assert message.scan_query(QUERY_PLAIN) is not None
     info = message.analyze_reply(REPLY)
     assert (info.ancount, len(info.ttl_offsets), info.opt_start >= 0) == (3, 4, True)
-    offsets, ttls = info.ttl_offsets, info.ttls
+    table = message.pack_ttls(info.ttl_offsets, info.ttls)
 
     cases: list[tuple[str, int, Callable[[], object]]] = [
         (
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ("parse_query  (A, no EDNS)", len(QUERY_PLAIN), lambda: message.parse_query(QUERY_PLAIN)),
         ("analyze_reply (CNAME+2A+SOA+OPT)", len(REPLY), lambda: message.analyze_reply(REPLY)),
-        ("render_ttls  (4 TTLs)", len(REPLY), lambda: message.render_ttls(REPLY, offsets, ttls, 7)),
+        ("render_ttls  (4 TTLs)", len(REPLY), lambda: message.render_ttls(REPLY, table, 7)),
     ]
     print(f"Python {sys.version.split()[0]} on {platform.machine()}, median of {REPEATS} repeats")
     print(f"{'function':36} {'bytes':>5} {'ns/op':>9}")

@@ -73,7 +73,8 @@ def check(data: bytes) -> int:
         assert info.ancount == len(msg.answer)
         assert info.rcode == msg.rcode
         assert (info.opt_start >= 0) == (msg.edns is not None)
-    rendered = message.render_ttls(data, info.ttl_offsets, info.ttls, len(data) % 7)
+    packed = message.pack_ttls(info.ttl_offsets, info.ttls)
+    rendered = message.render_ttls(data, packed, len(data) % 7)
     assert len(rendered) == len(data)
     cut = message.truncated_reply(data, info.qend, wire.write_opt(1232, True))
     assert wire.read_message(cut).questions, "truncated_reply lost the question"

@@ -14,11 +14,10 @@ Rules kept here:
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 
 from picodns.errors import NOERROR, NXDOMAIN
-from picodns.message import ReplyInfo, render_ttls
+from picodns.message import ReplyInfo, pack_ttls, render_ttls
 from picodns.wire import FLAG_TC, write_opt
 
 __all__ = ["MAX_CACHED_REPLY", "OUR_PAYLOAD", "Cache", "Entry"]
@@ -27,8 +26,6 @@ MAX_CACHED_REPLY = 16384  # larger replies are forwarded but not kept: bounds me
 OUR_PAYLOAD = 1232  # the EDNS payload size we advertise to clients (DNS Flag Day 2020)
 _SWEEP = 2  # expired entries reclaimed from the LRU end per store
 _OPTS = (write_opt(OUR_PAYLOAD, False), write_opt(OUR_PAYLOAD, True))  # by the client's DO bit
-_TTL_AT = struct.Struct("!HI")  # a TTL's offset in the reply (< 64 KiB) and its value (< 2**31)
-_TTL = struct.Struct("!I")
 
 
 class Entry:
@@ -55,8 +52,7 @@ class Entry:
     def __init__(
         self,
         template: bytes,
-        offsets: list[int],
-        ttls: list[int],
+        ttl_table: bytes,
         stored: float,
         lifetime: int,
         do: bool,
@@ -67,9 +63,9 @@ class Entry:
         # `template`: the reply without OPT, TTLs as stored (clamped). Only `tail` (it without
         # the ID) and `tail_opt` are kept: the TTLs are re-rendered from `ttl_table`, and a client
         # gets its own ID. Two copies of the reply per entry.
-        self.ttl_table = b"".join(map(_TTL_AT.pack, offsets, ttls))
-        """(offset, TTL as stored) of every TTL, packed: 6 bytes each instead of two lists
-        of int objects (about 160 bytes less per entry)."""
+        self.ttl_table = ttl_table
+        """(offset, TTL as stored) of every TTL, as :func:`~picodns.message.pack_ttls` packs
+        them: 6 bytes each instead of two lists of int objects (~160 bytes less per entry)."""
         self.stored = stored
         self.expires = stored + lifetime
         self.negative = negative
@@ -105,7 +101,7 @@ class Entry:
     @classmethod
     def transient(cls, reply: bytes, do: bool, now: float) -> Entry:
         """Return a rendered entry for a reply that is not cached (served once, as it is)."""
-        return cls(reply, [], [], now, 0, do, False, rcode=reply[3] & 0xF)
+        return cls(reply, b"", now, 0, do, False, rcode=reply[3] & 0xF)
 
     def render(self, now: float) -> None:
         """Refresh `tail` (no OPT) and `tail_opt` (our OPT appended) for `now`'s second."""
@@ -113,10 +109,7 @@ class Entry:
         self.render_until = self.stored + elapsed + 1
         if elapsed == self.rendered_at:
             return
-        out = bytearray(self.tail)
-        pack = _TTL.pack_into
-        for offset, ttl in _TTL_AT.iter_unpack(self.ttl_table):
-            pack(out, offset - 2, ttl - elapsed if ttl > elapsed else 0)  # no ID in `tail`
+        out = render_ttls(self.tail, self.ttl_table, elapsed, base=2)  # no ID in `tail`
         self.tail = bytes(out)
         ar = ((out[8] << 8) | out[9]) + 1
         out[8] = ar >> 8
@@ -208,18 +201,15 @@ class Cache:
         if info.neg_ttl is not None and info.soa_index >= 0 and ttls[info.soa_index] != lifetime:
             ttls = list(ttls)
             ttls[info.soa_index] = lifetime  # the SOA shows how long the denial holds
+        table = pack_ttls(info.ttl_offsets, ttls)
         # Rewritten only when a TTL changed; the wire TTLs of the rest already read as `ttls`
         # (a top-bit TTL reads as 0 and is rewritten so: it differs from the wire value).
         template = (
-            reply
-            if ttls is info.ttls and not info.zeroed
-            else bytes(render_ttls(reply, info.ttl_offsets, ttls, 0))
+            reply if ttls is info.ttls and not info.zeroed else bytes(render_ttls(reply, table, 0))
         )
         do = bool(key[-1] & 2)
         qtype = (key[-5] << 8) | key[-4]
-        entry = Entry(
-            template, info.ttl_offsets, ttls, now, lifetime, do, negative, qtype, info.rcode
-        )
+        entry = Entry(template, table, now, lifetime, do, negative, qtype, info.rcode)
         data = self._data
         old = data.get(key)
         if old is not None:

@@ -57,6 +57,7 @@ __all__ = [
     "build_query",
     "error_reply",
     "for_clients",
+    "pack_ttls",
     "parse_query",
     "remembered_scan",
     "render_ttls",
@@ -71,6 +72,7 @@ KEY_DO = 2  # bits of the cache key's last byte
 KEY_CD = 1
 _KEY_FLAGS = (b"\x00", b"\x01", b"\x02", b"\x03")
 _TTL = struct.Struct("!I")
+_TTL_AT = struct.Struct("!HI")  # a TTL's offset in the message and its value
 _OPT_FIXED = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
 _PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, AN 0, NS 0, AR high byte 0
 _TTL_TOP = 0x80000000
@@ -442,12 +444,20 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     return buf[:2] + flags + buf[4:], info
 
 
-def render_ttls(template: bytes, offsets: list[int], ttls: list[int], elapsed: int) -> bytearray:
-    """Return a copy of `template` with each TTL set to max(0, ttl - elapsed)."""
+def pack_ttls(offsets: list[int], ttls: list[int]) -> bytes:
+    """Return (offset, TTL) pairs packed 6 bytes each: the form a cache entry keeps them in
+    (offsets below 64 KiB, TTLs below 2**31)."""
+    return b"".join(map(_TTL_AT.pack, offsets, ttls))
+
+
+def render_ttls(template: bytes, packed: bytes, elapsed: int, base: int = 0) -> bytearray:
+    """Return a copy of `template` with each TTL in `packed` (see :func:`pack_ttls`) set to
+    max(0, ttl - elapsed). The offsets are a whole message's; `template` is that message
+    without its first `base` bytes (a cached reply is kept without its ID: base 2)."""
     out = bytearray(template)
     pack = _TTL.pack_into
-    for off, ttl in zip(offsets, ttls, strict=True):
-        pack(out, off, ttl - elapsed if ttl > elapsed else 0)
+    for offset, ttl in _TTL_AT.iter_unpack(packed):
+        pack(out, offset - base, ttl - elapsed if ttl > elapsed else 0)
     return out
 
 

@@ -255,10 +255,7 @@ class _Fetch:
                 if entry is None:
                     reply = resolver._answer_error(query, qtype, SERVFAIL, limit)
                 else:
-                    queries, responses = resolver.queries, resolver.responses  # _count, inline
-                    queries[qtype] = queries.get(qtype, 0) + 1
-                    rcode = entry.rcode
-                    responses[rcode] = responses.get(rcode, 0) + 1
+                    resolver._count(qtype, entry.rcode)
                     reply = personalize(entry, query, qend, limit, plain, tcp)
             except Exception:
                 resolver.errors += 1

@@ -32,7 +32,6 @@ import logging
 import os
 import socket
 import time
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from picodns.errors import (
@@ -225,9 +224,7 @@ class Upstream:
             self.healthy = True
         self.consecutive_failures = 0
         self.srtt = rtt if self.srtt == 0.0 else self.srtt + (rtt - self.srtt) / 8
-        latency = self.latency  # Histogram.observe, inline: once per answered miss
-        latency.counts[bisect_left(latency.bounds, rtt)] += 1
-        latency.sum += rtt
+        self.latency.observe(rtt)
 
     def mark_failure(self, reason: str, now: float) -> None:
         """Record a failed attempt: counted by reason, marked down with exponential backoff."""

@@ -3,7 +3,6 @@ parsed with prometheus_client's parser, asserting exact counts; /health and /rea
 
 from __future__ import annotations
 
-import asyncio
 import math
 
 import dns.flags
@@ -13,7 +12,7 @@ import dns.rcode
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, nxdomain, reply_with
 from tests.support.resolving import run
 from tests.support.scraping import http_get, scrape, value
-from tests.support.serving import running, tcp_ask, udp_ask, udp_exchange
+from tests.support.serving import running, tcp_ask, udp_ask, udp_burst, udp_exchange
 
 
 def scripted(query: dns.message.Message, transport: str) -> object:
@@ -59,22 +58,7 @@ def test_scripted_traffic_shows_exact_counts_in_metrics() -> None:
             formerr = dns.message.make_query("m.example.", "A").to_wire()[:-3]
             assert await udp_exchange(srv, formerr) is not None
             # 6. Overflow: one worker, queue of one, a slow upstream.
-            loop = asyncio.get_running_loop()
-            sock = __import__("socket").socket(srv.family, 2)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, (srv.host, srv.port))
-            for i in range(6):
-                await loop.sock_sendall(
-                    sock, dns.message.make_query(f"slow{i}.example.", "A").to_wire()
-                )
-            answered = 0
-            try:
-                async with asyncio.timeout(1.2):
-                    while True:
-                        await loop.sock_recv(sock, 4096)
-                        answered += 1
-            except TimeoutError:
-                sock.close()
+            answered = await udp_burst(srv, [f"slow{i}.example." for i in range(6)], 1.2)
 
             assert srv.metrics is not None
             m = await scrape(srv.metrics)

@@ -6,15 +6,13 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
-import sys
 
 import dns.asyncquery
 import dns.message
 import pytest
 
 from tests.support.fake_upstream import FakeUpstream, answer
-from tests.support.processes import PicoProcess
+from tests.support.processes import PicoProcess, run_picodns
 from tests.support.resolving import run
 
 
@@ -39,20 +37,7 @@ def test_listen_address_in_use_stops_startup_with_one_line_and_exit_1() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "picodns",
-                "-listen",
-                f"127.0.0.1:{port}",
-                "-upstreams",
-                "127.0.0.1:5300",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        out = run_picodns("-listen", f"127.0.0.1:{port}", "-upstreams", "127.0.0.1:5300")
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("picodns: -listen")
@@ -85,22 +70,10 @@ def test_metrics_address_in_use_stops_startup_with_one_line_and_exit_1() -> None
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "picodns",
-                "-listen",
-                "127.0.0.1:0",
-                "-upstreams",
-                "127.0.0.1:5300",
-                "-metrics-listen",
-                f"127.0.0.1:{port}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
+        out = run_picodns(
+            "-listen", "127.0.0.1:0", "-upstreams", "127.0.0.1:5300",
+            "-metrics-listen", f"127.0.0.1:{port}",
+        )  # fmt: skip
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("picodns: -metrics-listen")

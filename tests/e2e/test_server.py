@@ -15,7 +15,7 @@ import pytest
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, reply_with
 from tests.support.resolving import run
 from tests.support.scraping import scrape, value
-from tests.support.serving import running, tcp_ask, udp_ask, udp_exchange
+from tests.support.serving import running, tcp_ask, udp_ask, udp_burst, udp_exchange
 
 BIG_TXT = " ".join(f'"{"y" * 200}"' for _ in range(10))  # ~2 KB
 
@@ -204,23 +204,7 @@ def test_full_queue_drops_and_counts_then_serves_again() -> None:
 
     async def main() -> None:
         async with FakeUpstream(slow) as up, running(up, workers=1, queue_size=1) as srv:
-            loop = asyncio.get_running_loop()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setblocking(False)
-            await loop.sock_connect(sock, (srv.host, srv.port))
-            for i in range(10):
-                await loop.sock_sendall(
-                    sock, dns.message.make_query(f"q{i}.example.", "A").to_wire()
-                )
-            answered = 0
-            try:
-                async with asyncio.timeout(1.5):
-                    while True:
-                        await loop.sock_recv(sock, 4096)
-                        answered += 1
-            except TimeoutError:
-                pass
-            sock.close()
+            answered = await udp_burst(srv, [f"q{i}.example." for i in range(10)], 1.5)
             pool = srv.server.pool
             assert pool.dropped_full >= 7
             assert answered == 10 - pool.dropped_full

@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from picodns.cli import CHILD_FLAG
 from tests.support.fake_upstream import FakeUpstream, answer
-from tests.support.processes import PicoProcess
+from tests.support.processes import PicoProcess, run_picodns
 from tests.support.resolving import run
 from tests.support.scraping import http_get, scrape, value
 
@@ -267,8 +266,7 @@ def test_one_process_is_served_without_a_supervisor() -> None:
 
 
 def picodns(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "picodns", *args, "-upstreams", "127.0.0.1:5300"]
-    return subprocess.run(command, capture_output=True, text=True, timeout=WAIT)
+    return run_picodns(*args, "-upstreams", "127.0.0.1:5300", timeout=WAIT)
 
 
 def test_a_listen_address_in_use_stops_the_supervisor_with_one_line_and_exit_1() -> None:
@@ -295,12 +293,7 @@ def test_a_metrics_address_in_use_stops_the_supervisor_with_one_line_and_exit_1(
 
 
 def test_the_hidden_child_word_with_a_bad_config_is_one_line_and_exit_2() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "picodns", CHILD_FLAG, "{not json"],
-        capture_output=True,
-        text=True,
-        timeout=WAIT,
-    )
+    out = run_picodns(CHILD_FLAG, "{not json", timeout=WAIT)
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"picodns: {CHILD_FLAG}: ")

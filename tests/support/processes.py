@@ -95,6 +95,12 @@ zone:
             proc.stderr.close()
 
 
+def run_picodns(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    """Run `python -m picodns ARGS` to its end (a startup that must fail); its output as text."""
+    command = [sys.executable, "-m", "picodns", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 class PicoProcess:
     """A `python -m picodns` child; its listening address is read from its startup line."""
 

@@ -98,3 +98,25 @@ async def tcp_ask(run: Running, query: dns.message.Message) -> dns.message.Messa
         writer.close()
     assert reply.id == query.id
     return reply
+
+
+async def udp_burst(run: Running, names: list[str], wait: float) -> int:
+    """Send an A query for each name from one socket, back to back; return how many replies
+    came within `wait` seconds (the caller judges the rest as dropped)."""
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(run.family, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    answered = 0
+    try:
+        await loop.sock_connect(sock, (run.host, run.port))
+        for name in names:
+            await loop.sock_sendall(sock, dns.message.make_query(name, "A").to_wire())
+        async with asyncio.timeout(wait):
+            while True:
+                await loop.sock_recv(sock, 4096)
+                answered += 1
+    except TimeoutError:
+        pass
+    finally:
+        sock.close()
+    return answered

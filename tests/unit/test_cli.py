@@ -7,7 +7,6 @@ Nothing here sends network traffic.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from picodns import __version__, cli
 from picodns.cli import InfoRequested, main, parse_args, usage
 from picodns.config import Config
 from picodns.errors import ConfigError
+from tests.support.processes import run_picodns
 
 UPSTREAM = ["-upstreams", "127.0.0.1:5300"]
 
@@ -478,13 +478,7 @@ def test_the_hidden_child_word_is_an_unknown_flag_anywhere_but_first(no_resolv_c
 
 
 def test_timeout_error_runs_as_a_real_process_with_one_stderr_line() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "picodns", "-timeout", "5x", "-upstreams", "127.0.0.1:5300"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_picodns("-timeout", "5x", "-upstreams", "127.0.0.1:5300", timeout=60)
     assert proc.returncode == 2
     lines = proc.stderr.splitlines()
     assert len(lines) == 1

@@ -511,7 +511,7 @@ def test_strip_opt_removes_only_edns(reply: Reply) -> None:
 def test_render_ttls_ages_every_ttl_and_stops_at_zero(reply: Reply, elapsed: int) -> None:
     buf = reply.wire
     info = message.analyze_reply(buf)
-    out = message.render_ttls(buf, info.ttl_offsets, info.ttls, elapsed)
+    out = message.render_ttls(buf, message.pack_ttls(info.ttl_offsets, info.ttls), elapsed)
     before, after = _oracle(buf), _oracle(bytes(out))
 
     rrsets = after.answer + after.authority + after.additional
