@@ -35,8 +35,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from picodns.errors import (
-    NOERROR,
-    NXDOMAIN,
     REFUSED,
     SERVFAIL,
     UpstreamError,
@@ -67,7 +65,6 @@ TIMER_SLACK = 0.01  # seconds a timeout may fire late, so one loop timer serves 
 
 _log = logging.getLogger("picodns.upstream")
 FAILURE_REASONS = ("timeout", "servfail", "refused", "mismatch", "network", "malformed")
-_ANSWERS = frozenset((NOERROR, NXDOMAIN))  # rcodes that end an exchange as answers at once
 
 # What `ask` delivers: the reply (raw bytes, OPT still in) and its info, or why it failed.
 Answer = tuple[bytes, ReplyInfo] | UpstreamError
@@ -444,14 +441,6 @@ class _Exchange:
         if info.flags & FLAG_TC:  # TC=1: ask again over TCP with the time left (RFC 7766 5)
             self.client.tcp_fallbacks += 1
             self.task = asyncio.ensure_future(self._over_tcp(self.index))
-            return
-        if info.rcode in _ANSWERS:  # the usual case, taken here without _judge and _finish
-            client = self.client
-            self.candidates[self.index].mark_success(client.clock() - self.started)
-            done = self.done
-            self.done = None
-            client.active -= 1
-            done((data, info))
             return
         self._judge(data, info)
 
