@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 import sys
 from typing import Any
 
@@ -28,18 +29,17 @@ ANSWER_FLAGS = b"\x85\x80"  # QR AA RD RA, NOERROR: how an authoritative server 
 ANSWER_RR = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x0e\x10\x00\x04\xc0\x00\x02\x63"
 
 
-class _Socket:
-    """Records what the upstream socket would send."""
+class _Socket(socket.socket):
+    """Records what the upstream socket would send. A real (unconnected, never used) socket
+    underneath, because the compiled upstream module checks the type."""
 
     def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_DGRAM)
         self.sent: list[bytes] = []
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes, flags: int = 0) -> int:
         self.sent.append(data)
         return len(data)
-
-    def fileno(self) -> int:
-        return 1_000_000
 
 
 class _Transport:
@@ -83,9 +83,10 @@ async def main(n: int) -> None:
     sock = _Socket()
     loop = asyncio.get_running_loop()
     upstream_module.MAX_SOCKET_USES = 1 << 62  # one stand-in socket, never retired
-    channel = upstream_module._Channel.__new__(upstream_module._Channel)
-    channel.sock, channel.fd, channel.loop = sock, sock.fileno(), loop  # type: ignore[assignment]
-    channel.upstream, channel.pending, channel.uses, channel.retired = upstream, {}, 0, False
+    channel = upstream_module._Channel(upstream, loop)  # connected to 127.0.0.1:9, never sent on
+    loop.remove_reader(channel.fd)
+    channel.sock.close()
+    channel.sock, channel.fd = sock, sock.fileno()
     upstream._channels[:] = [channel] * upstream_module.SOCKETS_PER_UPSTREAM
     queries = [query(i) for i in range(n)]
     client = ("127.0.0.1", 5353)

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from picodns import __version__
+from picodns import resolver as resolver_module
 from picodns.cache import Cache
 from picodns.config import (
     LOG_LEVELS,
@@ -45,6 +46,7 @@ __all__ = [
     "CHILD_FLAG",
     "InfoRequested",
     "bind_listeners",
+    "build_kind",
     "main",
     "parse_args",
     "run",
@@ -159,6 +161,13 @@ def run(config: Config) -> int:
         print(f"picodns: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def build_kind() -> str:
+    """ "compiled" when the serving core (wire ... server) was compiled by mypyc at install
+    time, "pure" when it runs as Python source (PICODNS_PURE=1, see setup.py). Shown by
+    ``-version``; the behaviour is the same, only the speed differs."""
+    return "pure" if resolver_module.__file__.endswith(".py") else "compiled"
 
 
 def tune_gc() -> None:
@@ -474,7 +483,7 @@ def _scan(argv: list[str]) -> dict[str, str]:
         if name in _INFO_FLAGS:
             if has_value:
                 raise ConfigError(name, "takes no value")
-            text = usage() if name in _HELP_FLAGS else f"picodns {__version__}"
+            text = usage() if name in _HELP_FLAGS else f"picodns {__version__} ({build_kind()})"
             raise InfoRequested(text)
         if name not in _VALUE_FLAGS:
             raise ConfigError(name, "unknown flag (see -h)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
 from picodns.wire import (
@@ -133,8 +132,8 @@ def _learn_tail(tail: bytes) -> _TailInfo:
 # Clients repeat themselves: a stub asks the same question with the same bytes but for the ID.
 # So scan results are remembered by the query's bytes after the ID (bounded; forgotten
 # wholesale when full), and a repeated query costs a slice and a dict lookup.
-_UNSEEN: Any = object()
 Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
+_UNSEEN: Scan = (b"", -1, -1, False)  # "not remembered": no real scan has qend -1
 _SCANS: dict[bytes, Scan | None] = {}
 MAX_SCANS = 16384
 MAX_REMEMBERED = 512  # longer queries are scanned every time: memory stays under ~10 MB
@@ -163,8 +162,8 @@ def scan_query(buf: bytes) -> Scan | None:
     never changed by case folding.
     """
     body = buf[2:]  # the result depends on every byte but the ID: remembered by them
-    seen: Scan | None = _SCANS.get(body, _UNSEEN)
-    if seen is not _UNSEEN:
+    seen = _SCANS.get(body, _UNSEEN)
+    if seen is None or seen[1] >= 0:
         return seen
     scanned = _scan(buf)
     if len(body) <= MAX_REMEMBERED:

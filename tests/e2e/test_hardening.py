@@ -12,6 +12,7 @@ import dns.rcode
 import pytest
 
 from picodns.server import MAX_TCP_PIPELINE, TCP_WRITE_BUFFER
+from tests.support.build import patches_methods
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, reply_with
 from tests.support.resolving import ask, make_resolver, run
 from tests.support.serving import running, tcp_ask, udp_ask
@@ -70,6 +71,7 @@ def test_expired_tcp_misses_release_the_connection() -> None:
     run(main())
 
 
+@patches_methods
 def test_socket_error_towards_an_upstream_fails_over(monkeypatch: pytest.MonkeyPatch) -> None:
     async def main() -> None:
         async with FakeUpstream(answer()) as first, FakeUpstream(answer()) as second:

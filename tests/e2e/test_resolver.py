@@ -16,6 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from picodns.upstream import _Exchange
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, nxdomain, reply_with
 from tests.support.resolving import Clock, ask, ask_wire, make_resolver, run
 
@@ -511,11 +512,14 @@ def test_a_reused_upstream_id_is_not_forgotten_by_the_query_that_freed_it() -> N
             data, _info = await resolver.client.query(question)
             assert data[12:19] == question
             (channel,) = upstream._channels
-            older, newer = object(), object()
-            channel.pending[4242] = newer  # type: ignore[assignment]  # B holds A's old ID
-            channel.forget(4242, older)  # type: ignore[arg-type]  # A's late cleanup
+            older, newer = (
+                _Exchange(resolver.client, question, False, False, lambda _: None, 0.0)
+                for _ in range(2)
+            )
+            channel.pending[4242] = newer  # B holds A's old ID
+            channel.forget(4242, older)  # A's late cleanup
             assert channel.pending[4242] is newer
-            channel.forget(4242, newer)  # type: ignore[arg-type]  # B's own cleanup
+            channel.forget(4242, newer)  # B's own cleanup
             assert 4242 not in channel.pending
             resolver.client.close()
 

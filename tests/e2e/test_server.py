@@ -12,6 +12,7 @@ import dns.message
 import dns.rcode
 import pytest
 
+from tests.support.build import patches_methods
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, reply_with
 from tests.support.resolving import run
 from tests.support.scraping import scrape, value
@@ -215,6 +216,7 @@ def test_full_queue_drops_and_counts_then_serves_again() -> None:
     run(main())
 
 
+@patches_methods
 @pytest.mark.parametrize("where", ["start", "_store"])
 def test_unexpected_exception_gives_servfail_and_server_keeps_serving(
     monkeypatch: pytest.MonkeyPatch, where: str

@@ -21,6 +21,7 @@ import pytest
 from picodns import upstream as upstream_module
 from picodns.errors import UpstreamError
 from picodns.upstream import MAX_SOCKET_USES, SOCKETS_PER_UPSTREAM, Upstream, UpstreamClient
+from tests.support.build import patches_methods
 from tests.support.fake_upstream import FakeUpstream, answer, reply_with
 from tests.support.resolving import ask, make_resolver, run
 
@@ -151,6 +152,7 @@ def test_an_error_reported_by_send_fails_the_other_queries_on_that_socket(
     run(main())
 
 
+@patches_methods
 def test_an_unexpected_error_over_tcp_ends_the_query_and_frees_its_question(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

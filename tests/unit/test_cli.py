@@ -368,7 +368,7 @@ def test_main_version_prints_the_version_and_returns_0(
 ) -> None:
     assert main([word]) == 0
     out, err = capsys.readouterr()
-    assert out == f"picodns {__version__}\n"
+    assert out == f"picodns {__version__} ({cli.build_kind()})\n"
     assert err == ""
 
 
