@@ -377,7 +377,7 @@ def test_main_reads_sys_argv_when_given_none(
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["picodns", "-version"])
     assert main() == 0
-    assert capsys.readouterr().out == f"picodns {__version__}\n"
+    assert capsys.readouterr().out == f"picodns {__version__} ({cli.build_kind()})\n"
 
 
 # --- main: errors and success -----------------------------------------------------------------
