@@ -15,6 +15,7 @@ Rules kept here:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Final
 
 from picodns.errors import NOERROR, NXDOMAIN
 from picodns.message import ReplyInfo, pack_ttls, render_ttls
@@ -22,10 +23,10 @@ from picodns.wire import FLAG_TC, write_opt
 
 __all__ = ["MAX_CACHED_REPLY", "OUR_PAYLOAD", "Cache", "Entry"]
 
-MAX_CACHED_REPLY = 16384  # larger replies are forwarded but not kept: bounds memory per entry
-OUR_PAYLOAD = 1232  # the EDNS payload size we advertise to clients (DNS Flag Day 2020)
-_SWEEP = 2  # expired entries reclaimed from the LRU end per store
-_OPTS = (write_opt(OUR_PAYLOAD, False), write_opt(OUR_PAYLOAD, True))  # by the client's DO bit
+MAX_CACHED_REPLY: Final = 16384  # larger replies are forwarded but not kept: bounds memory
+OUR_PAYLOAD: Final = 1232  # the EDNS payload size we advertise to clients (DNS Flag Day 2020)
+_SWEEP: Final = 2  # expired entries reclaimed from the LRU end per store
+_OPTS: Final = (write_opt(OUR_PAYLOAD, False), write_opt(OUR_PAYLOAD, True))  # by client's DO
 
 
 class Entry:
@@ -195,8 +196,10 @@ class Cache:
             return None
         lo, hi = self.min_ttl, self.max_ttl
         ttls = info.ttls
-        if ttls and (lo > min(ttls) or hi < max(ttls)):
-            ttls = [min(max(t, lo), hi) for t in ttls]
+        for ttl in ttls:  # a loop, not min() and max(): compiled, it is a few C comparisons
+            if ttl < lo or ttl > hi:
+                ttls = [min(max(t, lo), hi) for t in ttls]
+                break
         negative = info.rcode == NXDOMAIN or info.ancount == 0
         if info.neg_ttl is not None and info.soa_index >= 0 and ttls[info.soa_index] != lifetime:
             ttls = list(ttls)

@@ -9,6 +9,8 @@ Each class's docstring is its default message. Stdlib only.
 
 from __future__ import annotations
 
+from typing import Final
+
 __all__ = [
     "BADVERS",
     "FORMERR",
@@ -25,13 +27,13 @@ __all__ = [
 ]
 
 # RFC 1035 4.1.1 / RFC 6891 6.1.3 response codes used across the package.
-NOERROR = 0
-FORMERR = 1
-SERVFAIL = 2
-NXDOMAIN = 3
-NOTIMP = 4
-REFUSED = 5
-BADVERS = 16
+NOERROR: Final = 0
+FORMERR: Final = 1
+SERVFAIL: Final = 2
+NXDOMAIN: Final = 3
+NOTIMP: Final = 4
+REFUSED: Final = 5
+BADVERS: Final = 16
 
 
 class PicoDNSError(Exception):

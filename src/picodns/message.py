@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Final
 
 from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
 from picodns.wire import (
@@ -32,7 +33,6 @@ from picodns.wire import (
     HEADER_SIZE,
     MAX_UDP_SIZE,
     MIN_UDP_PAYLOAD,
-    RR_FIXED,
     TYPE_OPT,
     TYPE_SOA,
     Edns,
@@ -66,15 +66,17 @@ __all__ = [
     "udp_limit",
 ]
 
-UPSTREAM_PAYLOAD = 1232  # EDNS payload we advertise upstream (DNS Flag Day 2020)
-KEY_DO = 2  # bits of the cache key's last byte
-KEY_CD = 1
-_KEY_FLAGS = (b"\x00", b"\x01", b"\x02", b"\x03")
-_TTL = struct.Struct("!I")
-_TTL_AT = struct.Struct("!HI")  # a TTL's offset in the message and its value
-_OPT_FIXED = struct.Struct("!BHHBBHH")  # root, type, payload, ext-rcode, version, flags, rdlen
-_PLAIN_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, AN 0, NS 0, AR high byte 0
-_TTL_TOP = 0x80000000
+UPSTREAM_PAYLOAD: Final = 1232  # EDNS payload we advertise upstream (DNS Flag Day 2020)
+KEY_DO: Final = 2  # bits of the cache key's last byte
+KEY_CD: Final = 1
+_KEY_FLAGS: Final = (b"\x00", b"\x01", b"\x02", b"\x03")
+_TTL: Final = struct.Struct("!I")
+_TTL_AT: Final = struct.Struct("!HI")  # a TTL's offset in the message and its value
+_OPT_FIXED: Final = struct.Struct(
+    "!BHHBBHH"
+)  # root, type, payload, ext-rcode, version, flags, rdlen
+_PLAIN_COUNTS: Final = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, AN 0, NS 0, AR high byte 0
+_TTL_TOP: Final = 0x80000000
 
 
 def udp_limit(payload: int) -> int:
@@ -97,7 +99,7 @@ def _opt_options_ok(buf: bytes, pos: int, end: int) -> bool:
 _TailInfo = tuple[bytes, bytes, int, int]
 _NOT_PLAIN: _TailInfo = (b"", b"", 0, -1)
 _TAILS: dict[bytes, _TailInfo] = {}
-MAX_TAILS = 4096
+MAX_TAILS: Final = 4096
 
 
 def _learn_tail(tail: bytes) -> _TailInfo:
@@ -135,8 +137,8 @@ def _learn_tail(tail: bytes) -> _TailInfo:
 Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
 _UNSEEN: Scan = (b"", -1, -1, False)  # "not remembered": no real scan has qend -1
 _SCANS: dict[bytes, Scan | None] = {}
-MAX_SCANS = 16384
-MAX_REMEMBERED = 512  # longer queries are scanned every time: memory stays under ~10 MB
+MAX_SCANS: Final = 16384
+MAX_REMEMBERED: Final = 512  # longer queries are scanned every time: memory stays under ~10 MB
 remembered_scan = _SCANS.get
 """remembered_scan(body): the scan remembered for a query whose bytes after the ID are `body`,
 or None (not remembered, or remembered as not plain). A bound dict lookup, no Python frame:
@@ -280,6 +282,41 @@ class ReplyInfo:
     zeroed: bool = False
     """Some TTL on the wire has its top bit set (so it differs from its value in `ttls`)."""
 
+    # Written out, not generated: mypyc compiles this __init__ to C, while the one the
+    # dataclass decorator would generate runs as interpreted code (4,400 instructions a reply).
+    # The decorator keeps a class's own __init__; it still provides __eq__ and __repr__.
+    def __init__(
+        self,
+        id: int,
+        flags: int,
+        rcode: int,
+        qend: int,
+        ancount: int,
+        ttl_offsets: list[int],
+        ttls: list[int],
+        min_ttl: int | None,
+        neg_ttl: int | None,
+        soa_index: int,
+        opt_start: int,
+        opt_end: int,
+        opt_index: int,
+        zeroed: bool = False,
+    ) -> None:
+        self.id = id
+        self.flags = flags
+        self.rcode = rcode
+        self.qend = qend
+        self.ancount = ancount
+        self.ttl_offsets = ttl_offsets
+        self.ttls = ttls
+        self.min_ttl = min_ttl
+        self.neg_ttl = neg_ttl
+        self.soa_index = soa_index
+        self.opt_start = opt_start
+        self.opt_end = opt_end
+        self.opt_index = opt_index
+        self.zeroed = zeroed
+
     @property
     def truncated(self) -> bool:
         """TC bit."""
@@ -301,14 +338,19 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
     the end, a malformed SOA in the authority section, an OPT outside the additional section or
     more than one, or trailing bytes.
     """
+    # Byte by byte, not with struct: compiled by mypyc, indexing bytes is plain C on native
+    # ints, where struct's tuples of objects cost several times the whole walk.
     end = len(buf)
     if end < HEADER_SIZE:
         raise WireError("reply shorter than a DNS header")
-    mid, flags, qd, an, ns, ar = HEADER.unpack_from(buf, 0)
+    flags = (buf[2] << 8) | buf[3]
     if not flags & FLAG_QR:
         raise WireError("reply without QR")
-    if qd != 1:
+    if buf[4] or buf[5] != 1:
         raise WireError("reply QDCOUNT is not 1")
+    an = (buf[6] << 8) | buf[7]
+    ns = (buf[8] << 8) | buf[9]
+    ar = (buf[10] << 8) | buf[11]
     if asked and buf.startswith(asked, HEADER_SIZE):
         pos = HEADER_SIZE + len(asked)
         qend = pos - 4
@@ -319,27 +361,27 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
             raise WireError("question runs past the end of the reply")
     offsets: list[int] = []
     ttls: list[int] = []
-    min_ttl: int | None = None
+    smallest = -1  # the smallest answer TTL so far; -1: no answer yet
     soa_ttl = soa_min = -1
     soa_index = -1
     opt_start = opt_end = opt_index = -1
     ext_rcode = 0
     zeroed = False
-    unpack_rr = RR_FIXED.unpack_from
     last_answer = an
     last_authority = an + ns
     for i in range(an + ns + ar):
         start = pos
-        if buf.startswith(b"\xc0\x0c", pos):
+        if pos + 1 < end and buf[pos] == 0xC0 and buf[pos + 1] == 0x0C:
             pos += 2  # a pointer to QNAME, already walked: the usual owner of an answer
-        elif buf.startswith(b"\x00", pos):
+        elif pos < end and buf[pos] == 0:
             pos += 1  # the root: the OPT record's owner
         else:
             pos = skip_name(buf, pos, end)
         if pos + 10 > end:
             raise WireError("record header runs past the end of the reply")
-        rtype, _rclass, ttl, rdlen = unpack_rr(buf, pos)
-        rdend = pos + 10 + rdlen
+        rtype = (buf[pos] << 8) | buf[pos + 1]
+        ttl = (buf[pos + 4] << 24) | (buf[pos + 5] << 16) | (buf[pos + 6] << 8) | buf[pos + 7]
+        rdend = pos + 10 + ((buf[pos + 8] << 8) | buf[pos + 9])
         if rdend > end:
             raise WireError("RDATA runs past the end of the reply")
         if rtype == TYPE_OPT:
@@ -352,8 +394,8 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
                 ttl = 0
                 zeroed = True
             if i < last_answer:
-                if min_ttl is None or ttl < min_ttl:
-                    min_ttl = ttl
+                if smallest < 0 or ttl < smallest:
+                    smallest = ttl
             elif rtype == TYPE_SOA and i < last_authority and soa_index < 0:
                 soa_ttl = ttl
                 soa_min = _soa_minimum(buf, pos + 10, rdend)
@@ -363,6 +405,8 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
         pos = rdend
     if pos != end:
         raise WireError("trailing bytes after the last record")
+    min_ttl = None if smallest < 0 else smallest
+    mid = (buf[0] << 8) | buf[1]
     rcode = (ext_rcode << 4) | (flags & 0xF)
     neg_ttl: int | None = None
     # NXDOMAIN, NODATA, and a CNAME chain ending in either: an authority SOA bounds how long
@@ -394,7 +438,8 @@ def _soa_minimum(buf: bytes, pos: int, end: int) -> int:
     pos = skip_name(buf, pos, end)
     if pos + 20 != end:
         raise WireError("SOA RDATA has the wrong length")
-    minimum: int = _TTL.unpack_from(buf, pos + 16)[0]
+    pos += 16
+    minimum = (buf[pos] << 24) | (buf[pos + 1] << 16) | (buf[pos + 2] << 8) | buf[pos + 3]
     return 0 if minimum & _TTL_TOP else minimum
 
 
@@ -418,9 +463,9 @@ def strip_opt(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     return out, analyze_reply(out)
 
 
-_AA_BIT = FLAG_AA >> 8  # in the header's third byte
-_RD_BIT = FLAG_RD >> 8  # in the third too
-_RA_BIT = FLAG_RA  # in the fourth
+_AA_BIT: Final = FLAG_AA >> 8  # in the header's third byte
+_RD_BIT: Final = FLAG_RD >> 8  # in the third too
+_RA_BIT: Final = FLAG_RA  # in the fourth
 
 
 def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
@@ -446,7 +491,18 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
 def pack_ttls(offsets: list[int], ttls: list[int]) -> bytes:
     """Return (offset, TTL) pairs packed 6 bytes each: the form a cache entry keeps them in
     (offsets below 64 KiB, TTLs below 2**31)."""
-    return b"".join(map(_TTL_AT.pack, offsets, ttls))
+    out = bytearray(6 * len(offsets))
+    at = 0
+    for i, offset in enumerate(offsets):  # as _TTL_AT packs them; in place: no object per pair
+        ttl = ttls[i]
+        out[at] = offset >> 8
+        out[at + 1] = offset & 0xFF
+        out[at + 2] = ttl >> 24
+        out[at + 3] = (ttl >> 16) & 0xFF
+        out[at + 4] = (ttl >> 8) & 0xFF
+        out[at + 5] = ttl & 0xFF
+        at += 6
+    return bytes(out)
 
 
 def render_ttls(template: bytes, packed: bytes, elapsed: int, base: int = 0) -> bytearray:
@@ -460,9 +516,9 @@ def render_ttls(template: bytes, packed: bytes, elapsed: int, base: int = 0) -> 
     return out
 
 
-_QUERY_FLAGS = (b"\x01\x00", b"\x01\x10")  # RD, and RD+CD; by the client's CD bit
-_QUERY_COUNTS = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question, one OPT
-_UPSTREAM_OPTS = (write_opt(UPSTREAM_PAYLOAD, False), write_opt(UPSTREAM_PAYLOAD, True))
+_QUERY_FLAGS: Final = (b"\x01\x00", b"\x01\x10")  # RD, and RD+CD; by the client's CD bit
+_QUERY_COUNTS: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question, one OPT
+_UPSTREAM_OPTS: Final = (write_opt(UPSTREAM_PAYLOAD, False), write_opt(UPSTREAM_PAYLOAD, True))
 
 
 def build_query(

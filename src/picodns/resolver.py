@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Final
 
 from picodns.cache import Cache, Entry
 from picodns.errors import (
@@ -51,11 +52,11 @@ from picodns.wire import (
 
 __all__ = ["Resolver", "personalize"]
 
-_BYTES = tuple(bytes((i,)) for i in range(256))
-_QTYPE_OPT = 41
-_REASONS = {FORMERR: "formerr", NOTIMP: "notimp", BADVERS: "badvers"}
-_REFUSED_QTYPES = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
-_NOTIMP_QTYPES = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
+_BYTES: Final = tuple(bytes((i,)) for i in range(256))
+_QTYPE_OPT: Final = 41
+_REASONS: Final = {FORMERR: "formerr", NOTIMP: "notimp", BADVERS: "badvers"}
+_REFUSED_QTYPES: Final = frozenset((251, 252))  # IXFR, AXFR: zone transfers are not forwarded
+_NOTIMP_QTYPES: Final = frozenset((253, 254))  # MAILB, MAILA: obsolete (RFC 2505, RFC 3597)
 _log = logging.getLogger("picodns.resolver")
 # A client query waiting for an upstream answer: the query, where its question ends, its UDP
 # limit, whether it is spelled as stored, over TCP?, its qtype, and where the reply goes.

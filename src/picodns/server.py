@@ -18,7 +18,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from picodns.pool import Pool
 
@@ -32,11 +32,11 @@ __all__ = [
     "bind",
 ]
 
-MAX_UDP_IN = 4096  # RFC 6891 6.2.5: larger UDP queries are dropped (== wire.MAX_UDP_SIZE)
-MAX_TCP_PIPELINE = 64  # queries in flight per TCP connection before we stop reading from it
-MAX_TCP_OUT = 65535  # RFC 7766 8: the 2-byte length prefix
-TCP_WRITE_BUFFER = 256 * 1024  # replies a client has not read yet before we stop reading it
-RCVBUF = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
+MAX_UDP_IN: Final = 4096  # RFC 6891 6.2.5: larger UDP queries are dropped (== wire.MAX_UDP_SIZE)
+MAX_TCP_PIPELINE: Final = 64  # queries in flight per TCP connection before we stop reading from it
+MAX_TCP_OUT: Final = 65535  # RFC 7766 8: the 2-byte length prefix
+TCP_WRITE_BUFFER: Final = 256 * 1024  # replies a client has not read yet before we stop reading it
+RCVBUF: Final = 4 * 1024 * 1024  # absorbs bursts while the loop is busy
 _log = logging.getLogger("picodns.server")
 
 # transport, client, query, reply (None: dropped), "cache" or "resolved", seconds taken

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
 from picodns.errors import WireError
 
@@ -53,29 +54,29 @@ __all__ = [
     "write_opt",
 ]
 
-HEADER_SIZE = 12
-MAX_LABEL = 63
-MAX_NAME = 255
-MAX_POINTER_HOPS = 16  # per name; bounds the work a hostile message can cause (as dnspython)
-MAX_UDP_SIZE = 4096  # largest UDP message we accept or ask for (RFC 6891 6.2.5)
-MAX_TCP_SIZE = 65535  # 2-byte length framing (RFC 7766 8): larger is impossible
-MIN_UDP_PAYLOAD = 512  # RFC 1035 4.2.1; RFC 6891 6.2.5: smaller EDNS sizes count as 512
+HEADER_SIZE: Final = 12
+MAX_LABEL: Final = 63
+MAX_NAME: Final = 255
+MAX_POINTER_HOPS: Final = 16  # per name; bounds the work a hostile message can cause (as dnspython)
+MAX_UDP_SIZE: Final = 4096  # largest UDP message we accept or ask for (RFC 6891 6.2.5)
+MAX_TCP_SIZE: Final = 65535  # 2-byte length framing (RFC 7766 8): larger is impossible
+MIN_UDP_PAYLOAD: Final = 512  # RFC 1035 4.2.1; RFC 6891 6.2.5: smaller EDNS sizes count as 512
 
-TYPE_SOA = 6
-TYPE_OPT = 41
-CLASS_IN = 1
+TYPE_SOA: Final = 6
+TYPE_OPT: Final = 41
+CLASS_IN: Final = 1
 
-FLAG_QR = 0x8000
-FLAG_AA = 0x0400
-FLAG_TC = 0x0200
-FLAG_RD = 0x0100
-FLAG_RA = 0x0080
-FLAG_AD = 0x0020
-FLAG_CD = 0x0010
+FLAG_QR: Final = 0x8000
+FLAG_AA: Final = 0x0400
+FLAG_TC: Final = 0x0200
+FLAG_RD: Final = 0x0100
+FLAG_RA: Final = 0x0080
+FLAG_AD: Final = 0x0020
+FLAG_CD: Final = 0x0010
 
-HEADER = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
-RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_U16 = struct.Struct("!H")
+HEADER: Final = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
+RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_U16: Final = struct.Struct("!H")
 
 
 def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:
