@@ -58,7 +58,6 @@ __all__ = [
     "for_clients",
     "pack_ttls",
     "parse_query",
-    "remembered_scan",
     "render_ttls",
     "scan_query",
     "strip_opt",
@@ -136,13 +135,9 @@ def _learn_tail(tail: bytes) -> _TailInfo:
 # wholesale when full), and a repeated query costs a slice and a dict lookup.
 Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
 _UNSEEN: Scan = (b"", -1, -1, False)  # "not remembered": no real scan has qend -1
-_SCANS: dict[bytes, Scan | None] = {}
+_SCANS: Final[dict[bytes, Scan | None]] = {}
 MAX_SCANS: Final = 16384
 MAX_REMEMBERED: Final = 512  # longer queries are scanned every time: memory stays under ~10 MB
-remembered_scan = _SCANS.get
-"""remembered_scan(body): the scan remembered for a query whose bytes after the ID are `body`,
-or None (not remembered, or remembered as not plain). A bound dict lookup, no Python frame:
-the cache-hit path calls it first and :func:`scan_query` only when it gives None."""
 
 
 def scan_query(buf: bytes) -> Scan | None:
@@ -351,7 +346,7 @@ def analyze_reply(buf: bytes, asked: bytes = b"") -> ReplyInfo:
     an = (buf[6] << 8) | buf[7]
     ns = (buf[8] << 8) | buf[9]
     ar = (buf[10] << 8) | buf[11]
-    if asked and buf.startswith(asked, HEADER_SIZE):
+    if asked and buf[HEADER_SIZE : HEADER_SIZE + len(asked)] == asked:  # compiled: no arg parsing
         pos = HEADER_SIZE + len(asked)
         qend = pos - 4
     else:
@@ -490,19 +485,11 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
 
 def pack_ttls(offsets: list[int], ttls: list[int]) -> bytes:
     """Return (offset, TTL) pairs packed 6 bytes each: the form a cache entry keeps them in
-    (offsets below 64 KiB, TTLs below 2**31)."""
-    out = bytearray(6 * len(offsets))
-    at = 0
-    for i, offset in enumerate(offsets):  # as _TTL_AT packs them; in place: no object per pair
-        ttl = ttls[i]
-        out[at] = offset >> 8
-        out[at + 1] = offset & 0xFF
-        out[at + 2] = ttl >> 24
-        out[at + 3] = (ttl >> 16) & 0xFF
-        out[at + 4] = (ttl >> 8) & 0xFF
-        out[at + 5] = ttl & 0xFF
-        at += 6
-    return bytes(out)
+    (offsets below 64 KiB, TTLs below 2**31; the layout of `_TTL_AT`)."""
+    if len(offsets) == 1:  # the usual positive answer: one record
+        return ((offsets[0] << 32) | ttls[0]).to_bytes(6, "big")
+    pairs = zip(offsets, ttls, strict=True)
+    return b"".join([((o << 32) | t).to_bytes(6, "big") for o, t in pairs])
 
 
 def render_ttls(template: bytes, packed: bytes, elapsed: int, base: int = 0) -> bytearray:

@@ -152,7 +152,8 @@ class _Channel:
             up.failures["malformed"] += 1
             return
         # As sent (the usual case), or the same name in other letter case (RFC 4343).
-        if not data.startswith(question, HEADER_SIZE) and info.question(data) != question:
+        asked = data[HEADER_SIZE : HEADER_SIZE + len(question)]
+        if asked != question and info.question(data) != question:
             up.failures["mismatch"] += 1
             return
         del self.pending[info.id]
