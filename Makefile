@@ -59,6 +59,8 @@ fuzz: build $(PURE)
 	PICODNS_PURE=1 $(PY) -m pip install -q -e '.[fuzz]' || echo "atheris did not install: running the plain mutation loop"
 	mkdir -p fuzz/corpus-work
 	PYTHONPATH=$(CURDIR)/$(PURE) $(PY) fuzz/fuzz_wire.py -max_total_time=$(FUZZ_SECONDS) fuzz/corpus-work fuzz/corpus
+	# The same invariant on the compiled build: the mutation loop, seeded by what atheris found.
+	$(PY) fuzz/fuzz_wire.py --no-atheris fuzz/corpus-work fuzz/corpus -seconds=$(FUZZ_SECONDS)
 
 lint: build
 	$(VENV)/bin/ruff check src tests
