@@ -2,11 +2,13 @@
 
 Not part of `make bench` (which compares servers); this is the loop for working on the miss
 path. Knot DNS serves the benchmark zone on core 1; PicoDNS runs pinned to core 0; dnsperf on
-core 1 sends unique names (every one a miss), saturated or at a fixed rate. Server CPU comes
+core 1 sends unique names (every one a miss; `--kind hit`: 17 names over and over), saturated or
+at a fixed rate. Server CPU comes
 from /proc before and after. Everything started here is stopped by its PID.
 
     .venv/bin/python bench/profile_miss.py                    # saturated, µs per miss
     .venv/bin/python bench/profile_miss.py --kind nxdomain    # negative misses
+    .venv/bin/python bench/profile_miss.py --kind hit --rate 5000  # cache hits, 17 names
     .venv/bin/python bench/profile_miss.py --rate 5000        # fixed rate: p50/p99/p99.9 too
     .venv/bin/python bench/profile_miss.py --profile perf     # perf record -g (see perf report)
     .venv/bin/python bench/profile_miss.py --profile cprofile # cProfile of the server process
@@ -74,7 +76,7 @@ def cpu_seconds(pid: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kind", choices=("miss", "nxdomain"), default="miss")
+    parser.add_argument("--kind", choices=("miss", "nxdomain", "hit"), default="miss")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--rate", type=int, help="fixed rate (QPS) instead of saturating")
     parser.add_argument("--profile", choices=("perf", "cprofile"))
@@ -104,8 +106,13 @@ def main() -> int:
         ps.wait_ready(server, port, "host01.bench.test.", "A")
         names = work / "names.txt"
         tag = random.randrange(10**6)
-        pattern = "u{}-{}.wild.bench.test A" if args.kind == "miss" else "nx{}-{}.bench.test A"
-        names.write_text("".join(pattern.format(tag, i) + "\n" for i in range(400_000)))
+        pattern = {
+            "miss": "u{}-{}.wild.bench.test A",
+            "nxdomain": "nx{}-{}.bench.test A",
+            "hit": "host{1:02d}.bench.test A",  # the zone's 17 A records, over and over
+        }[args.kind]
+        numbers = (i % 17 + 1 if args.kind == "hit" else i for i in range(400_000))
+        names.write_text("".join(pattern.format(tag, i) + "\n" for i in numbers))
         perf = None
         if args.profile == "perf":
             record = ["perf", "record", "-F", "999", "-g", "-p", str(server.pid), "-o", "perf.data"]
