@@ -3,8 +3,8 @@
 Not part of `make bench` (which compares servers); this is the loop for working on the miss
 path. Knot DNS serves the benchmark zone on core 1; PicoDNS runs pinned to core 0; dnsperf on
 core 1 sends unique names (every one a miss; `--kind hit`: 17 names over and over), saturated or
-at a fixed rate. Server CPU comes
-from /proc before and after. Everything started here is stopped by its PID.
+at a fixed rate. Server CPU comes from /proc before and after. Everything started here is
+stopped by its PID.
 
     .venv/bin/python bench/profile_miss.py                    # saturated, µs per miss
     .venv/bin/python bench/profile_miss.py --kind nxdomain    # negative misses
