@@ -10,25 +10,12 @@ to a stand-in transport that only counts) instead of calling `Resolver.lookup` a
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import dns.message
 from bench_hit import _resolver  # type: ignore[import-not-found]
+from standins import Transport  # type: ignore[import-not-found]
 
 from picodns.server import Server, _Udp
-
-
-class _Transport:
-    """Counts the replies the client transport would send."""
-
-    replies = 0
-
-    def sendto(self, data: bytes, addr: Any) -> None:
-        self.replies += 1
-
-    def is_closing(self) -> bool:
-        return False
-
 
 n = int(sys.argv[1])
 resolver = _resolver()
@@ -36,7 +23,7 @@ query = dns.message.make_query("www.example.com.", "A", use_edns=0).to_wire()
 if sys.argv[2:] == ["udp"]:
     server = Server(resolver, workers=10, queue_size=10, max_wait=1.0, clock=lambda: 1000.5)
     udp = _Udp(server)
-    transport = _Transport()
+    transport = Transport()
     udp.transport = transport  # type: ignore[assignment]
     received = udp.datagram_received
     client = ("127.0.0.1", 5353)

@@ -19,7 +19,8 @@ import dataclasses
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+
+from standins import Transport  # type: ignore[import-not-found]
 
 from picodns import upstream as upstream_module
 from picodns.cli import build
@@ -42,18 +43,6 @@ class _Socket(socket.socket):
     def send(self, data: bytes, flags: int = 0) -> int:
         self.sent.append(data)
         return len(data)
-
-
-class _Transport:
-    """Counts the replies the client transport would send."""
-
-    replies = 0
-
-    def sendto(self, data: bytes, addr: Any) -> None:
-        self.replies += 1
-
-    def is_closing(self) -> bool:
-        return False
 
 
 def query(i: int) -> bytes:
@@ -88,7 +77,7 @@ async def main(n: int, reply: Callable[[bytes], bytes]) -> None:
     )
     server, resolver = build(config)
     udp = _Udp(server)
-    transport = _Transport()
+    transport = Transport()
     udp.transport = transport  # type: ignore[assignment]
     server.accepting = True
     upstream = resolver.client.upstreams[0]
