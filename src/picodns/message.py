@@ -71,9 +71,8 @@ KEY_CD: Final = 1
 _KEY_FLAGS: Final = (b"\x00", b"\x01", b"\x02", b"\x03")
 _TTL: Final = struct.Struct("!I")
 _TTL_AT: Final = struct.Struct("!HI")  # a TTL's offset in the message and its value
-_OPT_FIXED: Final = struct.Struct(
-    "!BHHBBHH"
-)  # root, type, payload, ext-rcode, version, flags, rdlen
+# root, type, payload, ext-rcode, version, flags, rdlen
+_OPT_FIXED: Final = struct.Struct("!BHHBBHH")
 _PLAIN_COUNTS: Final = b"\x00\x01\x00\x00\x00\x00\x00"  # QDCOUNT 1, AN 0, NS 0, AR high byte 0
 _TTL_TOP: Final = 0x80000000
 
