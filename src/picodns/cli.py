@@ -52,7 +52,6 @@ __all__ = [
     "run",
     "run_loop",
     "setup_logging",
-    "tune_gc",
     "usage",
 ]
 
@@ -62,7 +61,6 @@ _T = TypeVar("_T")
 
 SHUTDOWN_GRACE = 2.0  # seconds in-flight queries get to finish after SIGTERM
 DROP_LOG_INTERVAL = 10.0  # seconds between "dropped ..." warning lines (only when any)
-_gc_tuned = False
 _MAX_TTL = 2**31 - 1  # RFC 2181 8: a TTL is an unsigned 31-bit number of seconds
 _MAX_TIMEOUT = (3600.0, "1h")  # seconds and spelling; a client gave up long before an hour
 MAX_PROCESSES = 64  # serving processes; far more than cores on any machine this is meant for
@@ -154,9 +152,8 @@ def run(config: Config) -> int:
     listeners = bind_listeners(config.listen)
     if listeners is None:
         return 1
-    tune_gc()
     try:
-        run_loop(serve(config, listeners))
+        run_loop(serve(config, listeners, freeze_gc=True))
     except ConfigError as err:  # found only once serving starts, e.g. -metrics-listen in use
         print(f"picodns: {err}", file=sys.stderr)
         return 1
@@ -168,22 +165,6 @@ def build_kind() -> str:
     time, "pure" when it runs as Python source (PICODNS_PURE=1, see setup.py). Shown by
     ``-version``; the behaviour is the same, only the speed differs."""
     return "pure" if resolver_module.__file__.endswith(".py") else "compiled"
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector off the cache.
-
-    Cached entries live long and every miss adds one; the collector would keep rescanning
-    them: 12% of a cache miss's CPU, and pauses of many ms once the cache is large (measured,
-    BENCHMARKS.md). So whatever survives a collection of the youngest generation is frozen
-    at once (:func:`gc.freeze`, O(1)): the collector only ever walks the last few hundred
-    allocations. Frozen objects are freed by reference counting like any other, and that is
-    how the serving paths' objects die: on uvloop they make no reference cycles
-    (tests/e2e/test_server.py checks), so nothing frozen waits for the collector. Takes
-    effect in :func:`serve`, on uvloop only.
-    """
-    global _gc_tuned
-    _gc_tuned = True
 
 
 def _freeze_survivors(phase: str, info: dict[str, int]) -> None:
@@ -249,6 +230,7 @@ async def serve(
     ready: Callable[[Server, Resolver, tuple[str, int] | None], None] | None = None,
     *,
     child: bool = False,
+    freeze_gc: bool = False,
 ) -> None:
     """Build the resolver and serve `listeners` until `shutdown` (default: SIGTERM/SIGINT).
 
@@ -256,6 +238,16 @@ async def serve(
     `ready`, if given, is called once serving, with the objects and the metrics address.
     `child` marks one process of several under a supervisor: its startup line then says
     "child serving on", so the supervisor's own line is the only "listening on" line.
+
+    `freeze_gc` (what a serving process wants; in-process tests leave it off) keeps the cyclic
+    garbage collector off the cache. Cached entries live long and every miss adds one; the
+    collector would keep rescanning them: 12% of a cache miss's CPU, and pauses of many ms once
+    the cache is large (measured, BENCHMARKS.md). So whatever survives a collection of the
+    youngest generation is frozen at once (:func:`gc.freeze`, O(1)): the collector only ever
+    walks the last few hundred allocations. Frozen objects are freed by reference counting like
+    any other, and that is how the serving paths' objects die: on uvloop they make no reference
+    cycles (tests/e2e/test_server.py checks), so nothing frozen waits for the collector. On
+    uvloop only: asyncio's own socket transports hold a reference cycle each.
     """
     loop = asyncio.get_running_loop()
     server, resolver = build(config)
@@ -299,10 +291,7 @@ async def serve(
         format_hostport(*metrics_at) if metrics_at else "off",
     )
     watch = asyncio.ensure_future(_warn_about_drops(server, resolver))
-    # Only on uvloop: asyncio's own socket transports hold a reference cycle each, which
-    # frozen would never be collected (tests/e2e/test_server.py).
-    uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
-    freezing = _gc_tuned and uvloop
+    freezing = freeze_gc and loop_name == "uvloop"  # see the docstring
     if freezing:
         gc.freeze()  # what startup made
         gc.callbacks.append(_freeze_survivors)

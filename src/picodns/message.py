@@ -446,14 +446,19 @@ def strip_opt(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     names that later compression pointers refer to. Dropping additional records is safe; they
     are optional data. Raises WireError only if the shortened reply does not parse.
     """
-    if info.opt_start < 0:
-        return buf, info
+    return _without_opt(buf, info, buf[2:4])
+
+
+def _without_opt(buf: bytes, info: ReplyInfo, flags: bytes) -> tuple[bytes, ReplyInfo]:
+    """:func:`strip_opt`, with the header's two flag bytes replaced by `flags` in the same copy."""
+    start = info.opt_start
+    if start < 0:
+        return (buf if buf[2:4] == flags else buf[:2] + flags + buf[4:]), info
     if info.opt_end == len(buf) and info.rcode <= 0xF:
         ar = ((buf[10] << 8) | buf[11]) - 1
-        out = buf[:10] + ar.to_bytes(2, "big") + buf[12 : info.opt_start]
         info.opt_start = info.opt_end = info.opt_index = -1
-        return out, info
-    out = buf[:10] + info.opt_index.to_bytes(2, "big") + buf[12 : info.opt_start]
+        return buf[:2] + flags + buf[4:10] + ar.to_bytes(2, "big") + buf[12:start], info
+    out = buf[:2] + flags + buf[4:10] + info.opt_index.to_bytes(2, "big") + buf[12:start]
     return out, analyze_reply(out)
 
 
@@ -471,15 +476,7 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     OPT record last) this is one copy of the reply. Raises WireError like :func:`strip_opt`.
     """
     flags = bytes(((buf[2] & ~_AA_BIT & 0xFF) | _RD_BIT, buf[3] | _RA_BIT))
-    start = info.opt_start
-    if start >= 0 and info.opt_end == len(buf) and info.rcode <= 0xF:
-        ar = ((buf[10] << 8) | buf[11]) - 1
-        info.opt_start = info.opt_end = info.opt_index = -1
-        return buf[:2] + flags + buf[4:10] + ar.to_bytes(2, "big") + buf[12:start], info
-    buf, info = strip_opt(buf, info)
-    if buf[2:4] == flags:
-        return buf, info
-    return buf[:2] + flags + buf[4:], info
+    return _without_opt(buf, info, flags)
 
 
 def pack_ttls(offsets: list[int], ttls: list[int]) -> bytes:

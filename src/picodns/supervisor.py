@@ -52,7 +52,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector as _CollectorBase
 
 from picodns import __version__
-from picodns.cli import CHILD_FLAG, bind_listeners, run_loop, serve, setup_logging, tune_gc
+from picodns.cli import CHILD_FLAG, bind_listeners, run_loop, serve, setup_logging
 from picodns.config import Config, format_hostport, quote
 from picodns.exposition import MetricsEndpoint
 from picodns.resolver import Resolver
@@ -465,7 +465,6 @@ def child_main(words: list[str]) -> int:
     listeners = bind_listeners(config.listen, reuse_port=True)
     if listeners is None:
         return 1
-    tune_gc()
     run_loop(_serve_child(config, listeners))
     return 0
 
@@ -485,7 +484,7 @@ async def _serve_child(config: Config, listeners: list[Listener]) -> None:
         sys.stdout.flush()
 
     try:
-        await serve(config, listeners, stop.wait(), ready=ready, child=True)
+        await serve(config, listeners, stop.wait(), ready=ready, child=True, freeze_gc=True)
     finally:
         if pipe is not None:
             pipe.close()

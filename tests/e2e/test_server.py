@@ -333,12 +333,11 @@ def test_random_and_mutated_packets_never_break_the_server() -> None:
 
 
 def test_serving_leaves_no_cyclic_garbage() -> None:
-    # The serving process freezes survivors out of the collector's sight (cli.tune_gc), which
-    # is safe only if the serving paths leave no reference cycles for it to find. Misses over
-    # UDP and TCP, cache hits, coalesced queries, a truncated answer retried over TCP (and one
-    # whose TCP leg fails), upstream timeouts with failover: then the collector must find
-    # (almost) nothing. On
-    # uvloop, as served; the freezing is off on asyncio's own loop.
+    # The serving process freezes survivors out of the collector's sight (serve's freeze_gc),
+    # which is safe only if the serving paths leave no reference cycles for it to find. Misses
+    # over UDP and TCP, cache hits, coalesced queries, a truncated answer retried over TCP (and
+    # one whose TCP leg fails), upstream timeouts with failover: then the collector must find
+    # (almost) nothing. On uvloop, as served; the freezing is off on asyncio's own loop.
     import gc
 
     def mixed(query: dns.message.Message, transport: str) -> object:
