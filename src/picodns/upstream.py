@@ -3,7 +3,7 @@
 The miss path is a chain of callbacks, not tasks: :meth:`UpstreamClient.ask` sends the query
 from the caller's own callback and returns; the reply is matched, validated and handed to the
 caller's `done` from the socket's read callback. No task, no future and no loop timer per
-query: timeouts live in one heap with one loop timer armed for the earliest deadline.
+query: timeouts live in buckets of 10 ms with one loop timer armed for the earliest.
 
 Rules kept here (RFC 5452, STYLE.md rule 6):
 - Every upstream query gets a fresh ID from the OS CSPRNG.
@@ -60,8 +60,9 @@ MAX_SOCKET_USES = 64  # queries per socket before it is retired for a new random
 RETRY_MIN: Final = 1.0  # seconds an upstream stays marked down after its first failure
 RETRY_MAX: Final = 30.0  # ...doubling per consecutive failure up to this
 RECV_SIZE: Final = 65535  # a UDP reply larger than we advertised is still read whole, then judged
-_COMPACT_MIN: Final = 4096  # timer heap entries before dead ones are swept out
 TIMER_SLACK: Final = 0.01  # seconds a timeout may fire late, so one loop timer serves many
+_BUCKETS_PER_SECOND: Final = 100  # 1 / TIMER_SLACK: deadlines are kept in slots this wide
+_NEVER: Final = 1 << 62  # "no bucket": later than any
 
 _log = logging.getLogger("picodns.upstream")
 FAILURE_REASONS: Final = ("timeout", "servfail", "refused", "mismatch", "network", "malformed")
@@ -336,6 +337,7 @@ class _Exchange:
         "deadline",
         "do",
         "done",
+        "due",
         "index",
         "last",
         "qid",
@@ -352,6 +354,7 @@ class _Exchange:
         self.cd = cd
         self.do = do
         self.done: Done | None = done
+        self.due = 0  # the timer bucket of the current attempt's deadline; 0: in none
         self.index = -1
         self.qid = -1
         self.channel: _Channel | None = None
@@ -400,7 +403,7 @@ class _Exchange:
             self.channel = channel
             self.qid = qid
             self.started = now
-            client.timers.add(now + remaining / sharing, self, index)
+            client.timers.add(now + remaining / sharing, self)
             return
 
     def _attempt_over(self) -> None:
@@ -411,9 +414,10 @@ class _Exchange:
         self.qid = -1
         self.task = None
 
-    def expired(self, index: int) -> None:
-        """The timer for attempt `index` went off (ignored when that attempt is over)."""
-        if index != self.index or self.done is None or self.task is not None or self.qid < 0:
+    def expired(self) -> None:
+        """The current attempt's deadline passed (ignored when it went on over TCP: that
+        exchange has its own timeout)."""
+        if self.done is None or self.task is not None or self.qid < 0:
             return
         self._attempt_over()
         self._fail(UpstreamTimeout())
@@ -482,7 +486,10 @@ class _Exchange:
         if done is None:
             return
         self.done = None
-        self.client.active -= 1
+        client = self.client
+        client.active -= 1
+        if self.due:
+            client.timers.remove(self)
         done(answer)
 
     def abandon(self, error: UpstreamError) -> None:
@@ -494,64 +501,89 @@ class _Exchange:
 
 
 class _Timers:
-    """Attempt deadlines in one heap, with one loop timer armed for the earliest.
+    """Attempt deadlines in buckets of TIMER_SLACK seconds, with one loop timer armed for the
+    earliest bucket.
 
-    Entries are not removed when an attempt ends early (the usual case): they are skipped when
-    they come due, and swept out when most of the heap is dead."""
+    An exchange sits in the bucket of its current attempt's deadline and leaves it when it
+    finishes or starts its next attempt: a set discard. So a finished query's objects are
+    freed when it finishes, a few at a time, never thousands at once (a heap that kept dead
+    entries until a sweep freed 4,096 exchanges in one go: a 1.5-7.6 ms stall every 4,096
+    queries, BENCHMARKS.md). A bucket's deadline is the end of its slot: a timeout fires up to
+    TIMER_SLACK late, which costs nothing, while a loop timer per query would cost as much as
+    the query."""
 
     def __init__(self, client: UpstreamClient) -> None:
         self.client = client
-        self.heap: list[tuple[float, int, _Exchange, int]] = []
-        self.seq = 0
+        self.buckets: dict[int, set[_Exchange]] = {}
+        self.order: list[int] = []  # heap of the buckets' numbers
         self.handle: asyncio.TimerHandle | None = None
-        self.armed = float("inf")
+        self.armed = _NEVER  # the bucket the loop timer is armed for
 
-    def add(self, when: float, exchange: _Exchange, index: int) -> None:
-        heap = self.heap
-        self.seq += 1
-        heapq.heappush(heap, (when, self.seq, exchange, index))
-        if when < self.armed:
-            self._arm(when)
-        elif len(heap) >= _COMPACT_MIN and len(heap) > 4 * self.client.active:
-            # Every entry of a finished exchange is dead; keep the live ones. In place: _fire
-            # may be popping from this very list (an expiry starts the next attempt).
-            heap[:] = [e for e in heap if e[2].done is not None]
-            heapq.heapify(heap)
+    def add(self, when: float, exchange: _Exchange) -> None:
+        """Put `exchange` in the bucket of `when` (out of the one it was in, if any)."""
+        if exchange.due:
+            self.remove(exchange)
+        due = int(when * _BUCKETS_PER_SECOND) + 1  # the slot's end: never before `when`
+        bucket = self.buckets.get(due)
+        if bucket is None:
+            bucket = self.buckets[due] = set()
+            heapq.heappush(self.order, due)
+            if due < self.armed:
+                self._arm(due)
+        bucket.add(exchange)
+        exchange.due = due
 
-    def _arm(self, when: float) -> None:
+    def remove(self, exchange: _Exchange) -> None:
+        bucket = self.buckets.get(exchange.due)
+        if bucket is not None:
+            bucket.discard(exchange)
+        exchange.due = 0
+
+    def _arm(self, due: int) -> None:
         if self.handle is not None:
             self.handle.cancel()
-        self.armed = when
-        delay = max(0.0, when - self.client.clock())
+        self.armed = due
+        delay = max(0.0, due / _BUCKETS_PER_SECOND - self.client.clock())
         self.handle = self.client.loop.call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self.handle = None
-        self.armed = float("inf")
-        heap = self.heap
-        now = self.client.clock() + 0.001  # the loop's timers run up to 1 ms early
-        while heap and heap[0][0] <= now:
-            _when, _seq, exchange, index = heapq.heappop(heap)
-            try:
-                exchange.expired(index)
-            except Exception:  # the callback edge: one exchange's bug must not stop the rest
-                _log.exception("unexpected error while expiring an upstream query")
-                self.client.errors += 1
-        if heap:
-            # Not sooner than TIMER_SLACK: most entries are dead, and a timeout a few ms late
-            # costs nothing, while a loop timer per entry would cost as much as the query.
-            self._arm(max(heap[0][0], now + TIMER_SLACK))
+        self.armed = _NEVER
+        order = self.order
+        buckets = self.buckets
+        # The loop's timers run up to 1 ms early.
+        now = int((self.client.clock() + 0.001) * _BUCKETS_PER_SECOND)
+        due: list[set[_Exchange]] = []
+        while order and order[0] <= now:
+            due.append(buckets.pop(heapq.heappop(order)))
+        for bucket in due:  # taken out first: an expiry's next attempt goes to a new bucket
+            for exchange in bucket:
+                exchange.due = 0
+            for exchange in bucket:
+                try:
+                    exchange.expired()
+                except Exception:  # the callback edge: one exchange's bug must not stop the rest
+                    _log.exception("unexpected error while expiring an upstream query")
+                    self.client.errors += 1
+        if order:
+            self._arm(order[0])
+
+    def __len__(self) -> int:
+        """Exchanges waiting on a deadline."""
+        return sum(len(bucket) for bucket in self.buckets.values())
 
     def close(self) -> None:
-        """End every exchange still going with an error (each started attempt has an entry)."""
+        """End every exchange still going with an error (each waiting attempt is in a bucket)."""
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-        self.armed = float("inf")
-        entries, self.heap = self.heap, []
+        self.armed = _NEVER
+        buckets, self.buckets, self.order = self.buckets, {}, []
         error = UpstreamError("the upstream client was closed", "network")
-        for _when, _seq, exchange, _index in entries:
-            exchange.abandon(error)
+        for bucket in buckets.values():
+            for exchange in bucket:
+                exchange.due = 0
+                exchange.abandon(error)
 
 
 class UpstreamClient:
