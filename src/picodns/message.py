@@ -23,6 +23,7 @@ from typing import Final
 
 from picodns.errors import BADVERS, NOERROR, NOTIMP, NXDOMAIN, WireError
 from picodns.wire import (
+    BYTE,
     FLAG_AA,
     FLAG_CD,
     FLAG_QR,
@@ -39,6 +40,7 @@ from picodns.wire import (
     read_message,
     scan_qname,
     skip_name,
+    u16,
     write_opt,
 )
 
@@ -453,12 +455,12 @@ def _without_opt(buf: bytes, info: ReplyInfo, flags: bytes) -> tuple[bytes, Repl
     """:func:`strip_opt`, with the header's two flag bytes replaced by `flags` in the same copy."""
     start = info.opt_start
     if start < 0:
-        return (buf if buf[2:4] == flags else buf[:2] + flags + buf[4:]), info
+        return (buf if buf[2:4] == flags else b"".join((buf[:2], flags, buf[4:]))), info
     if info.opt_end == len(buf) and info.rcode <= 0xF:
         ar = ((buf[10] << 8) | buf[11]) - 1
         info.opt_start = info.opt_end = info.opt_index = -1
-        return buf[:2] + flags + buf[4:10] + ar.to_bytes(2, "big") + buf[12:start], info
-    out = buf[:2] + flags + buf[4:10] + info.opt_index.to_bytes(2, "big") + buf[12:start]
+        return b"".join((buf[:2], flags, buf[4:10], u16(ar), buf[12:start])), info
+    out = b"".join((buf[:2], flags, buf[4:10], u16(info.opt_index), buf[12:start]))
     return out, analyze_reply(out)
 
 
@@ -475,7 +477,7 @@ def for_clients(buf: bytes, info: ReplyInfo) -> tuple[bytes, ReplyInfo]:
     offer recursion; RD is the client's own, patched in when served. In the usual case (the
     OPT record last) this is one copy of the reply. Raises WireError like :func:`strip_opt`.
     """
-    flags = bytes(((buf[2] & ~_AA_BIT & 0xFF) | _RD_BIT, buf[3] | _RA_BIT))
+    flags = BYTE[(buf[2] & ~_AA_BIT & 0xFF) | _RD_BIT] + BYTE[buf[3] | _RA_BIT]
     return _without_opt(buf, info, flags)
 
 
@@ -499,8 +501,9 @@ def render_ttls(template: bytes, packed: bytes, elapsed: int, base: int = 0) -> 
     return out
 
 
-_QUERY_FLAGS: Final = (b"\x01\x00", b"\x01\x10")  # RD, and RD+CD; by the client's CD bit
 _QUERY_COUNTS: Final = b"\x00\x01\x00\x00\x00\x00\x00\x01"  # one question, one OPT
+# Flags (RD, and RD+CD by the client's CD bit) and counts: the header after the ID.
+_QUERY_HEADS: Final = (b"\x01\x00" + _QUERY_COUNTS, b"\x01\x10" + _QUERY_COUNTS)
 _UPSTREAM_OPTS: Final = (write_opt(UPSTREAM_PAYLOAD, False), write_opt(UPSTREAM_PAYLOAD, True))
 
 
@@ -512,7 +515,7 @@ def build_query(
     `question` is QNAME wire bytes followed by QTYPE and QCLASS.
     """
     opt = _UPSTREAM_OPTS[do] if payload == UPSTREAM_PAYLOAD else write_opt(payload, do)
-    return qid.to_bytes(2, "big") + _QUERY_FLAGS[cd] + _QUERY_COUNTS + question + opt
+    return b"".join((u16(qid), _QUERY_HEADS[cd], question, opt))
 
 
 def error_reply(query: bytes, rcode: int, *, edns: bool = False) -> bytes | None:

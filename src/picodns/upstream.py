@@ -88,7 +88,7 @@ class _Random:
         return (self._buf[pos] << 8) | self._buf[pos + 1]
 
 
-_rng = _Random()
+_rng: Final = _Random()
 
 
 class _Channel:
@@ -208,6 +208,10 @@ class Upstream:
         self._channels: list[_Channel] = []  # the pool: sockets taking new queries
         self._open: set[_Channel] = set()  # every socket not closed yet, retired ones too
         self._turn = 0  # round-robin over the sockets once the pool is full
+        # The module's policy, read once: compiled, an attribute is a C field, a module global
+        # that tests may change is a dict lookup per query.
+        self.pool_size = SOCKETS_PER_UPSTREAM
+        self.max_uses = MAX_SOCKET_USES
 
     def __repr__(self) -> str:
         return f"Upstream({self.host!r}, {self.port})"
@@ -240,17 +244,17 @@ class Upstream:
         """Return a socket for one more query: a new one until the pool is full, then the next
         open one. Raises OSError when a socket cannot be opened."""
         channels = self._channels
-        if len(channels) < SOCKETS_PER_UPSTREAM:
+        if len(channels) < self.pool_size:
             channel = _Channel(self, loop)
             channels.append(channel)
             self._open.add(channel)
         else:
             # Which socket matters no more than its port does: an off-path spoofer sees
             # neither, so taking them in turn costs no entropy and no random draw.
-            self._turn = turn = (self._turn + 1) % SOCKETS_PER_UPSTREAM
+            self._turn = turn = (self._turn + 1) % self.pool_size
             channel = channels[turn]
         channel.uses += 1
-        if channel.uses >= MAX_SOCKET_USES:
+        if channel.uses >= self.max_uses:
             channels.remove(channel)
             channel.retired = True  # closes once its last query is done
         return channel
@@ -378,8 +382,8 @@ class _Exchange:
             # Healthy upstreams share the time left; one marked down gets a share only when
             # it is being probed, so a dead backup cannot halve a slow primary's time.
             sharing = 1
-            for u in candidates[index + 1 :]:
-                sharing += u.healthy
+            for later in range(index + 1, len(candidates)):  # no slice: no list per query
+                sharing += candidates[later].healthy
             channel = None
             try:
                 channel = upstream.channel(client.loop)

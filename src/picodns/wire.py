@@ -21,6 +21,7 @@ from typing import Final
 from picodns.errors import WireError
 
 __all__ = [
+    "BYTE",
     "CLASS_IN",
     "FLAG_AA",
     "FLAG_AD",
@@ -51,6 +52,7 @@ __all__ = [
     "scan_qname",
     "skip_name",
     "text_to_name",
+    "u16",
     "write_opt",
 ]
 
@@ -77,6 +79,14 @@ FLAG_CD: Final = 0x0010
 HEADER: Final = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
 RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 _U16: Final = struct.Struct("!H")
+BYTE: Final = tuple(bytes((i,)) for i in range(256))
+"""Every one-byte bytes object, made once: a byte built from an int without a call."""
+
+
+def u16(n: int) -> bytes:
+    """`n` (0..65535) as two bytes, network order: two table lookups and one concatenation,
+    cheaper compiled than ``int.to_bytes`` (which parses its arguments on every call)."""
+    return BYTE[n >> 8] + BYTE[n & 0xFF]
 
 
 def _walk_name(buf: bytes, pos: int, end: int, out: list[bytes] | None) -> int:

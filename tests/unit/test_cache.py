@@ -157,14 +157,19 @@ def test_expired_entry_is_never_served_and_is_reclaimed_on_get() -> None:
 
 
 def test_expired_entries_at_the_lru_end_are_swept_when_storing() -> None:
-    cache = Cache(10)
+    # Every 8th store looks at the LRU end: expired entries there go within 8 stores, with
+    # nobody asking for them again.
+    cache = Cache(20)
     _put(cache, _a(ttl=10, name="old1.example."))
     _put(cache, _a(ttl=10, name="old2.example."))
     _put(cache, _a(ttl=300, name="live.example."))
     assert len(cache) == 3
-    _put(cache, _a(ttl=300, name="new.example."), now=T0 + 10)
+    new = [f"new{i}.example." for i in range(8)]
+    for name in new:
+        _put(cache, _a(ttl=300, name=name), now=T0 + 10)
     assert cache.expired == 2
-    assert cache.keys() == [_key(_query("live.example.")), _key(_query("new.example."))]
+    names = ["live.example.", *new]
+    assert cache.keys() == [_key(_query(name)) for name in names]
     assert cache.evictions == 0
 
 
