@@ -32,6 +32,8 @@ from picodns.wire import (
     FLAG_TC,
     HEADER,
     HEADER_SIZE,
+    MAX_LABEL,
+    MAX_NAME,
     MAX_UDP_SIZE,
     MIN_UDP_PAYLOAD,
     TYPE_OPT,
@@ -151,13 +153,10 @@ def scan_query(buf: bytes) -> Scan | None:
     that is not last or is malformed, EDNS version > 0, trailing bytes): :func:`parse_query`
     then decides. Never raises.
 
-    This is the cache-hit path, so QNAME is not walked label by label: it is taken to end at
-    the first zero octet. That is exact for every name without a zero octet inside a label.
-    For the rare name with one, the key comes out different from :func:`parse_query`'s, and so
-    matches no cache entry (every stored key comes from parse_query): the query takes the slow
-    path. The same argument makes a hit safe without a walk: a key equal to a stored one can
-    only come from a QNAME with the same label structure, since label lengths (<= 63) are
-    never changed by case folding.
+    QNAME is walked label by label with :func:`~picodns.wire.scan_qname`'s checks (no
+    pointer, labels up to 63, the name up to 255 octets): a scanned query is valid as far as
+    :func:`parse_query` would check it, so the miss path uses the scan as it is. The walk is
+    made once per distinct query: what follows is remembered.
     """
     body = buf[2:]  # the result depends on every byte but the ID: remembered by them
     seen = _SCANS.get(body, _UNSEEN)
@@ -172,10 +171,23 @@ def scan_query(buf: bytes) -> Scan | None:
 
 
 def _scan(buf: bytes) -> Scan | None:
-    if len(buf) < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
+    end = len(buf)
+    if end < 17 or buf[2] & 0xF8 or buf[4:11] != _PLAIN_COUNTS:
         return None
-    qend = buf.find(0, HEADER_SIZE) + 1
-    if qend == 0:
+    # QNAME label by label, with scan_qname's checks (a few steps, plain C compiled): what
+    # is remembered is a valid name, so the miss path does not walk it again.
+    pos = HEADER_SIZE
+    while True:
+        if pos >= end:
+            return None
+        n = buf[pos]
+        if n == 0:
+            break
+        if n > MAX_LABEL:
+            return None  # a pointer or another label type: parse_query decides
+        pos += n + 1
+    qend = pos + 1
+    if qend - HEADER_SIZE > MAX_NAME:
         return None
     tail = buf[qend:]
     info = _TAILS.get(tail)

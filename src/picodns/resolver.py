@@ -47,7 +47,6 @@ from picodns.wire import (
     HEADER_SIZE,
     MAX_TCP_SIZE,
     MIN_UDP_PAYLOAD,
-    scan_qname,
 )
 
 __all__ = ["Resolver", "personalize"]
@@ -141,13 +140,9 @@ class Resolver:
         client sent.
         """
         scanned = scan_query(query)
-        try:
-            walked = scanned is not None and scan_qname(query, HEADER_SIZE) == scanned[1]
-        except WireError:
-            walked = False
-        if walked and scanned is not None:
-            # A plain query whose scan is validated by walking QNAME: everything parse_query
-            # would check is checked (counts, OPT, tail), without building the message.
+        if scanned is not None:
+            # A plain query: the scan checked everything parse_query would (counts, QNAME,
+            # OPT, tail), without building the message.
             key, qend, limit, plain = scanned
             qtype = (key[-5] << 8) | key[-4]
         else:

@@ -304,7 +304,7 @@ class Upstream:
         self._channels.clear()
 
 
-def order(upstreams: Sequence[Upstream], now: float) -> Sequence[Upstream]:
+def order(upstreams: list[Upstream], now: float) -> list[Upstream]:
     """Return the upstreams in the order to try them: the policy, and nothing else.
 
     Healthy upstreams in configured order, then those marked down. A down upstream whose retry
