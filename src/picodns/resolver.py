@@ -35,6 +35,7 @@ from picodns.message import (
     KEY_CD,
     KEY_DO,
     ReplyInfo,
+    Scan,
     error_reply,
     for_clients,
     parse_query,
@@ -104,6 +105,8 @@ class Resolver:
         self.client = client
         self.clock = clock
         self._inflight: dict[bytes, _Fetch] = {}
+        self._missed: bytes | None = None  # the last query lookup() missed, and its scan
+        self._missed_scan: Scan | None = None
         # Counters, read by metrics. Cache hits are counted by the cache's entries; these
         # count what the slow path answered itself.
         self.coalesced = 0
@@ -124,9 +127,12 @@ class Resolver:
         # the interpreter, and cost a second slice and lookup on every first sight).
         scanned = scan_query(query)
         if scanned is None:
+            self._missed, self._missed_scan = query, None
             return None
         entry = self.cache.get(scanned[0], now)
         if entry is None:
+            # A miss goes on to start() with this very query: it takes the scan from here.
+            self._missed, self._missed_scan = query, scanned
             return None
         return personalize(entry, query, scanned[1], scanned[2], scanned[3], tcp)
 
@@ -139,7 +145,11 @@ class Resolver:
         the upstream socket's callback: no task, no await. Never raises for anything the
         client sent.
         """
-        scanned = scan_query(query)
+        if query is self._missed:  # just looked up and missed: scanned already
+            scanned = self._missed_scan
+            self._missed = None
+        else:
+            scanned = scan_query(query)
         if scanned is not None:
             # A plain query: the scan checked everything parse_query would (counts, QNAME,
             # OPT, tail), without building the message.

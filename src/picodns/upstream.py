@@ -44,7 +44,7 @@ from picodns.errors import (
 )
 from picodns.message import ReplyInfo, analyze_reply, build_query
 from picodns.metrics import Histogram
-from picodns.wire import FLAG_TC, HEADER_SIZE, MAX_UDP_SIZE
+from picodns.wire import FLAG_TC, MAX_UDP_SIZE
 
 __all__ = [
     "MAX_SOCKET_USES",
@@ -152,9 +152,9 @@ class _Channel:
         except WireError:
             up.failures["malformed"] += 1
             return
-        # As sent (the usual case), or the same name in other letter case (RFC 4343).
-        asked = data[HEADER_SIZE : HEADER_SIZE + len(question)]
-        if asked != question and info.question(data) != question:
+        # As sent (the usual case, found by analyze_reply), or the same name in other letter
+        # case (RFC 4343).
+        if not info.asked and info.question(data) != question:
             up.failures["mismatch"] += 1
             return
         del self.pending[info.id]
