@@ -522,25 +522,38 @@ class _Timers:
         self.order: list[int] = []  # heap of the buckets' numbers
         self.handle: asyncio.TimerHandle | None = None
         self.armed = _NEVER  # the bucket the loop timer is armed for
+        # The bucket most recently added to: queries close in time share one, so most adds
+        # and removes find it here without a dict lookup.
+        self.last_due = 0
+        self.last: set[_Exchange] = set()
 
     def add(self, when: float, exchange: _Exchange) -> None:
         """Put `exchange` in the bucket of `when` (out of the one it was in, if any)."""
         if exchange.due:
             self.remove(exchange)
         due = int(when * _BUCKETS_PER_SECOND) + 1  # the slot's end: never before `when`
-        bucket = self.buckets.get(due)
-        if bucket is None:
-            bucket = self.buckets[due] = set()
-            heapq.heappush(self.order, due)
-            if due < self.armed:
-                self._arm(due)
+        if due == self.last_due:
+            bucket = self.last
+        else:
+            found = self.buckets.get(due)
+            if found is None:
+                found = self.buckets[due] = set()
+                heapq.heappush(self.order, due)
+                if due < self.armed:
+                    self._arm(due)
+            bucket = found
+            self.last_due = due
+            self.last = bucket
         bucket.add(exchange)
         exchange.due = due
 
     def remove(self, exchange: _Exchange) -> None:
-        bucket = self.buckets.get(exchange.due)
-        if bucket is not None:
-            bucket.discard(exchange)
+        if exchange.due == self.last_due:
+            self.last.discard(exchange)
+        else:
+            bucket = self.buckets.get(exchange.due)
+            if bucket is not None:
+                bucket.discard(exchange)
         exchange.due = 0
 
     def _arm(self, due: int) -> None:
@@ -560,6 +573,9 @@ class _Timers:
         due: list[set[_Exchange]] = []
         while order and order[0] <= now:
             due.append(buckets.pop(heapq.heappop(order)))
+        if self.last_due <= now:  # taken out above
+            self.last_due = 0
+            self.last = set()
         for bucket in due:  # taken out first: an expiry's next attempt goes to a new bucket
             for exchange in bucket:
                 exchange.due = 0
@@ -583,6 +599,8 @@ class _Timers:
             self.handle = None
         self.armed = _NEVER
         buckets, self.buckets, self.order = self.buckets, {}, []
+        self.last_due = 0
+        self.last = set()
         error = UpstreamError("the upstream client was closed", "network")
         for bucket in buckets.values():
             for exchange in bucket:
