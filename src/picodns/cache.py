@@ -38,6 +38,7 @@ class Entry:
         "canonical",
         "expires",
         "hits",
+        "key",
         "negative",
         "opt",
         "qtype",
@@ -75,6 +76,8 @@ class Entry:
         self.negative = negative
         self.qtype = qtype
         self.rcode = rcode
+        self.key = b""
+        """The cache key it is stored under (the very object: set by :meth:`Cache.put`)."""
         self.hits = 0
         """Times served from the cache. Counted here, one integer add on the hot path; the
         cache's hit totals by qtype and rcode are summed from entries when scraped."""
@@ -220,6 +223,7 @@ class Cache:
         # The key holds QNAME as folded (lower case): the reply spells it so, or it does not.
         canonical = template[12 : len(key) + 7] == key[:-5]
         entry = Entry(template, table, now, lifetime, do, negative, qtype, info.rcode, canonical)
+        entry.key = key
         data = self._data
         old = data.get(key)
         if old is not None:

@@ -62,6 +62,7 @@ __all__ = [
     "for_clients",
     "pack_ttls",
     "parse_query",
+    "remember_scan",
     "render_ttls",
     "scan_query",
     "strip_opt",
@@ -133,40 +134,65 @@ def _learn_tail(tail: bytes) -> _TailInfo:
 
 
 # Clients repeat themselves: a stub asks the same question with the same bytes but for the ID.
-# So scan results are remembered by the query's bytes after the ID (bounded; forgotten
-# wholesale when full), and a repeated query costs a slice and a dict lookup.
-Scan = tuple[bytes, int, int, bool]  # key, qend, limit, plain
-_UNSEEN: Scan = (b"", -1, -1, False)  # "not remembered": no real scan has qend -1
-_SCANS: Final[dict[bytes, Scan | None]] = {}
+# So scans that led to a cache hit are remembered by the query's bytes after the ID, and a
+# repeated query costs a slice and a dict lookup. A miss is not remembered: a stream of unique
+# names (every one a miss) would only churn the memory. Bounded in two generations: when the
+# live one is full it is retired whole, and the retired one is freed a few entries per
+# insert, never all at once (clearing 16,384 entries in one go stalled a busy server 4-7 ms).
+Scan = tuple[bytes, int, int, bool, bool]  # key, qend, limit, plain, remembered
+_UNSEEN: Scan = (b"", -1, -1, False, False)  # "not remembered": no real scan has qend -1
+_SCANS: Final[list[dict[bytes, Scan | None]]] = [{}, {}]  # [live, retired and being freed]
 MAX_SCANS: Final = 16384
 MAX_REMEMBERED: Final = 512  # longer queries are scanned every time: memory stays under ~10 MB
+_FREE_PER_INSERT: Final = 4  # retired entries freed per insert: all gone long before the next
 
 
 def scan_query(buf: bytes) -> Scan | None:
-    """Scan a plain query once and return ``(key, qend, limit, plain)``, or None for the slow path.
+    """Scan a plain query and return ``(key, qend, limit, plain, remembered)``, or None for the
+    slow path.
 
     `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
     payload limit clamped to 512..4096; `plain` says RD=1 and QNAME is spelled in lower case
-    (as the cache stores it), so a cached reply needs only the ID patched in. None means the
-    packet is not a plain QUERY (QR set, another opcode, counts other than 1/0/0/0-1, an OPT
-    that is not last or is malformed, EDNS version > 0, trailing bytes): :func:`parse_query`
-    then decides. Never raises.
+    (as the cache stores it), so a cached reply needs only the ID patched in; `remembered` says
+    the scan came from memory (see :func:`remember_scan`). None means the packet is not a
+    plain QUERY (QR set, another opcode, counts other than 1/0/0/0-1, an OPT that is not last
+    or is malformed, EDNS version > 0, trailing bytes): :func:`parse_query` then decides.
+    Never raises.
 
     QNAME is walked label by label with :func:`~picodns.wire.scan_qname`'s checks (no
     pointer, labels up to 63, the name up to 255 octets): a scanned query is valid as far as
-    :func:`parse_query` would check it, so the miss path uses the scan as it is. The walk is
-    made once per distinct query: what follows is remembered.
+    :func:`parse_query` would check it, so the miss path uses the scan as it is.
     """
     body = buf[2:]  # the result depends on every byte but the ID: remembered by them
-    seen = _SCANS.get(body, _UNSEEN)
+    seen = _SCANS[0].get(body, _UNSEEN)
     if seen is None or seen[1] >= 0:
         return seen
     scanned = _scan(buf)
-    if len(body) <= MAX_REMEMBERED:
-        if len(_SCANS) >= MAX_SCANS:
-            _SCANS.clear()
-        _SCANS[body] = scanned
+    if scanned is None and len(body) <= MAX_REMEMBERED:
+        _remember(body, None)  # not plain: it can never be a hit, so the slow path is known
     return scanned
+
+
+def remember_scan(buf: bytes, scanned: Scan, key: bytes) -> None:
+    """Remember the scan of `buf`, which was answered from the cache under `key` (equal to
+    the scan's own key: pass the cache's object, so later lookups match it by identity): the
+    same query again (with any ID) gets it back from :func:`scan_query` without a scan."""
+    if not scanned[4] and len(buf) - 2 <= MAX_REMEMBERED:
+        _remember(buf[2:], (key, scanned[1], scanned[2], scanned[3], True))
+
+
+def _remember(body: bytes, scanned: Scan | None) -> None:
+    memory = _SCANS
+    live = memory[0]
+    if len(live) >= MAX_SCANS:
+        memory[1] = live  # the one before is empty by now: freed 4 per insert since
+        live = memory[0] = {}
+    live[body] = scanned
+    retired = memory[1]
+    for _ in range(_FREE_PER_INSERT):
+        if not retired:
+            break
+        retired.popitem()  # the newest: O(1), no scan past the gaps freed entries leave
 
 
 def _scan(buf: bytes) -> Scan | None:
@@ -201,7 +227,7 @@ def _scan(buf: bytes) -> Scan | None:
     name = buf[HEADER_SIZE:qend]
     folded = name.lower()
     plain = bool(buf[2] & 1) and name == folded
-    return folded + suffix, qend, info[2], plain
+    return folded + suffix, qend, info[2], plain, False
 
 
 @dataclass(frozen=True, slots=True)

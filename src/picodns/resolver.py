@@ -39,6 +39,7 @@ from picodns.message import (
     error_reply,
     for_clients,
     parse_query,
+    remember_scan,
     scan_query,
 )
 from picodns.message import truncated_reply as _truncated
@@ -123,18 +124,21 @@ class Resolver:
         None also means "not a plain query": the slow path validates it. Never raises.
         """
         # Compiled, scan_query is a C call that checks its memory first: one slice and one
-        # dict lookup for a query seen before (a bound dict.get in front of it only helped
-        # the interpreter, and cost a second slice and lookup on every first sight).
+        # dict lookup for a query answered from the cache before.
         scanned = scan_query(query)
         if scanned is None:
             self._missed, self._missed_scan = query, None
             return None
-        entry = self.cache.get(scanned[0], now)
+        # Unpacked once: compiled, each index into the tuple would unbox all of it.
+        key, qend, limit, plain, remembered = scanned
+        entry = self.cache.get(key, now)
         if entry is None:
             # A miss goes on to start() with this very query: it takes the scan from here.
             self._missed, self._missed_scan = query, scanned
             return None
-        return personalize(entry, query, scanned[1], scanned[2], scanned[3], tcp)
+        if not remembered:  # a hit: worth remembering (a miss is not, see scan_query)
+            remember_scan(query, scanned, entry.key)
+        return personalize(entry, query, qend, limit, plain, tcp)
 
     def start(self, query: bytes, tcp: bool, done: Callable[[bytes | None], None]) -> None:
         """Answer `query` fully; call `done` exactly once, now or later, with the reply bytes.
@@ -153,7 +157,7 @@ class Resolver:
         if scanned is not None:
             # A plain query: the scan checked everything parse_query would (counts, QNAME,
             # OPT, tail), without building the message.
-            key, qend, limit, plain = scanned
+            key, qend, limit, plain, _remembered = scanned
             qtype = (key[-5] << 8) | key[-4]
         else:
             try:

@@ -16,6 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
+from picodns import message
 from picodns.upstream import _Exchange
 from tests.support.fake_upstream import Delay, FakeUpstream, answer, nxdomain, reply_with
 from tests.support.resolving import Clock, ask, ask_wire, make_resolver, run
@@ -523,6 +524,30 @@ def test_a_reused_upstream_id_is_not_forgotten_by_the_query_that_freed_it() -> N
             assert channel.pending[4242] is newer
             channel.forget(4242, newer)  # B's own cleanup
             assert 4242 not in channel.pending
+            resolver.client.close()
+
+    run(main())
+
+
+def test_only_a_query_answered_from_the_cache_is_remembered_by_the_hot_path() -> None:
+    # A stream of unique names (all misses) must not churn the scan memory; a hit fills it.
+    async def main() -> None:
+        async with FakeUpstream(answer()) as up:
+            resolver = make_resolver(up)
+            message._SCANS[0].clear()
+            query = dns.message.make_query("remember.example.", "A")
+            wire = query.to_wire()
+            assert await ask_wire(resolver, wire) is not None  # a miss, answered upstream
+            assert wire[2:] not in message._SCANS[0]
+            query.id ^= 0x5A5A
+            again = query.to_wire()
+            assert resolver.lookup(again, resolver.clock()) is not None  # a hit
+            assert wire[2:] in message._SCANS[0]
+            remembered = message.scan_query(wire)
+            assert remembered is not None and remembered[4] is True
+            third = resolver.lookup(wire, resolver.clock())
+            assert third is not None and dns.message.from_wire(third).id == query.id ^ 0x5A5A
+            assert len(up.received) == 1
             resolver.client.close()
 
     run(main())
