@@ -60,6 +60,7 @@ __all__ = [
     "build_query",
     "error_reply",
     "for_clients",
+    "key_slot",
     "pack_ttls",
     "parse_query",
     "remember_scan",
@@ -139,22 +140,30 @@ def _learn_tail(tail: bytes) -> _TailInfo:
 # names (every one a miss) would only churn the memory. Bounded in two generations: when the
 # live one is full it is retired whole, and the retired one is freed a few entries per
 # insert, never all at once (clearing 16,384 entries in one go stalled a busy server 4-7 ms).
-Scan = tuple[bytes, int, int, bool, bool]  # key, qend, limit, plain, remembered
-_UNSEEN: Scan = (b"", -1, -1, False, False)  # "not remembered": no real scan has qend -1
+Scan = tuple[bytes, int, int, bool, bool, int]  # key, qend, limit, plain, remembered, slot
+_UNSEEN: Scan = (b"", -1, -1, False, False, 0)  # "not remembered": no real scan has qend -1
 _SCANS: Final[list[dict[bytes, Scan | None]]] = [{}, {}]  # [live, retired and being freed]
 MAX_SCANS: Final = 16384
 MAX_REMEMBERED: Final = 512  # longer queries are scanned every time: memory stays under ~10 MB
 _FREE_PER_INSERT: Final = 4  # retired entries freed per insert: all gone long before the next
 
 
+def key_slot(key: bytes) -> int:
+    """0..255 from the cache key's hash (randomised per process): which LRU shard of the cache
+    holds it (:class:`~picodns.cache.Cache` takes it modulo its shard count). Hashing an object
+    and masking the result costs a boxed integer or two compiled, so a scan carries it."""
+    return hash(key) & 0xFF
+
+
 def scan_query(buf: bytes) -> Scan | None:
-    """Scan a plain query and return ``(key, qend, limit, plain, remembered)``, or None for the
-    slow path.
+    """Scan a plain query and return ``(key, qend, limit, plain, remembered, slot)``, or None
+    for the slow path.
 
     `qend` is the offset just after QNAME; `limit` is 0 for a client without EDNS, else its UDP
     payload limit clamped to 512..4096; `plain` says RD=1 and QNAME is spelled in lower case
     (as the cache stores it), so a cached reply needs only the ID patched in; `remembered` says
-    the scan came from memory (see :func:`remember_scan`). None means the packet is not a
+    the scan came from memory (see :func:`remember_scan`); `slot` is :func:`key_slot` of the
+    key, computed once per distinct query instead of once per lookup. None means the packet is not a
     plain QUERY (QR set, another opcode, counts other than 1/0/0/0-1, an OPT that is not last
     or is malformed, EDNS version > 0, trailing bytes): :func:`parse_query` then decides.
     Never raises.
@@ -178,7 +187,7 @@ def remember_scan(buf: bytes, scanned: Scan, key: bytes) -> None:
     the scan's own key: pass the cache's object, so later lookups match it by identity): the
     same query again (with any ID) gets it back from :func:`scan_query` without a scan."""
     if not scanned[4] and len(buf) - 2 <= MAX_REMEMBERED:
-        _remember(buf[2:], (key, scanned[1], scanned[2], scanned[3], True))
+        _remember(buf[2:], (key, scanned[1], scanned[2], scanned[3], True, scanned[5]))
 
 
 def _remember(body: bytes, scanned: Scan | None) -> None:
@@ -227,7 +236,8 @@ def _scan(buf: bytes) -> Scan | None:
     name = buf[HEADER_SIZE:qend]
     folded = name.lower()
     plain = bool(buf[2] & 1) and name == folded
-    return folded + suffix, qend, info[2], plain, False
+    key = folded + suffix
+    return key, qend, info[2], plain, False, key_slot(key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -130,8 +130,8 @@ class Resolver:
             self._missed, self._missed_scan = query, None
             return None
         # Unpacked once: compiled, each index into the tuple would unbox all of it.
-        key, qend, limit, plain, remembered = scanned
-        entry = self.cache.get(key, now)
+        key, qend, limit, plain, remembered, slot = scanned
+        entry = self.cache.get(key, now, True, slot)
         if entry is None:
             # A miss goes on to start() with this very query: it takes the scan from here.
             self._missed, self._missed_scan = query, scanned
@@ -157,7 +157,7 @@ class Resolver:
         if scanned is not None:
             # A plain query: the scan checked everything parse_query would (counts, QNAME,
             # OPT, tail), without building the message.
-            key, qend, limit, plain, _remembered = scanned
+            key, qend, limit, plain, _remembered, slot = scanned
             qtype = (key[-5] << 8) | key[-4]
         else:
             try:
@@ -166,6 +166,7 @@ class Resolver:
                 done(self._reject(query, exc))
                 return
             key, qend, limit, plain, qtype = q.key, q.qend, q.limit, False, q.qtype
+            slot = -1
         if qtype == _QTYPE_OPT:
             done(self._reject(query, WireError("OPT as QTYPE"), limit > 0))
             return
@@ -173,7 +174,7 @@ class Resolver:
             rcode = REFUSED if qtype <= _REFUSED_LAST else NOTIMP
             done(self._answer_error(query, qtype, rcode, limit))
             return
-        entry = self.cache.get(key, self.clock(), count_miss=False)
+        entry = self.cache.get(key, self.clock(), False, slot)
         if entry is not None:  # the entry counts its own hits
             done(personalize(entry, query, qend, limit, plain, tcp))
             return
@@ -183,7 +184,7 @@ class Resolver:
             self.coalesced += 1
             fetch.waiters.append(waiter)
             return
-        fetch = _Fetch(self, key, waiter)
+        fetch = _Fetch(self, key, slot, waiter)
         self._inflight[key] = fetch
         flags = key[-1]
         try:
@@ -244,7 +245,7 @@ class Resolver:
         """Return SERVFAIL for `query` (used when handling it failed unexpectedly)."""
         return error_reply(query, SERVFAIL)
 
-    def _store(self, key: bytes, data: bytes, info: ReplyInfo) -> Entry:
+    def _store(self, key: bytes, slot: int, data: bytes, info: ReplyInfo) -> Entry:
         """Store an upstream's validated reply for `key`; return its entry (transient when it
         may not be cached). Raises UpstreamError when the reply cannot be used."""
         try:
@@ -252,18 +253,19 @@ class Resolver:
         except WireError as exc:
             raise UpstreamError(f"malformed reply: {exc}", "malformed") from None
         now = self.clock()
-        entry = self.cache.put(key, data, info, now)
+        entry = self.cache.put(key, data, info, now, slot)
         return entry if entry is not None else Entry.transient(data, bool(key[-1] & KEY_DO), now)
 
 
 class _Fetch:
     """One question in flight upstream, and every client query waiting for its answer."""
 
-    __slots__ = ("key", "resolver", "waiters")
+    __slots__ = ("key", "resolver", "slot", "waiters")
 
-    def __init__(self, resolver: Resolver, key: bytes, first: _Waiter) -> None:
+    def __init__(self, resolver: Resolver, key: bytes, slot: int, first: _Waiter) -> None:
         self.resolver = resolver
         self.key = key
+        self.slot = slot  # the key's cache slot, or -1: the cache computes it
         self.waiters = [first]
 
     def answered(self, answer: Answer) -> None:
@@ -275,7 +277,7 @@ class _Fetch:
             resolver.upstream_failures += 1
         else:
             try:
-                entry = resolver._store(self.key, answer[0], answer[1])
+                entry = resolver._store(self.key, self.slot, answer[0], answer[1])
             except UpstreamError:
                 resolver.upstream_failures += 1
             except Exception:  # the callback edge: the waiters still get SERVFAIL

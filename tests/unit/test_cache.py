@@ -17,7 +17,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from picodns.cache import MAX_CACHED_REPLY, OUR_PAYLOAD, Cache, Entry
+from picodns.cache import MAX_CACHED_REPLY, OUR_PAYLOAD, Cache, Entry, shard_count
 from picodns.message import analyze_reply, scan_query, strip_opt
 
 T0 = 1000.0
@@ -464,3 +464,61 @@ def test_negative_hits_are_counted_beside_hits() -> None:
     assert cache.hits == 4
     assert cache.negative_hits == 3
     assert cache.misses == 0 and cache.stores == 2
+
+
+# --- Shards: large caches are split so no dict grows big enough to stall serving ------------
+
+
+def test_shard_count_keeps_each_shard_small() -> None:
+    assert [shard_count(n) for n in (0, 1, 100, 8192)] == [1, 1, 1, 1]
+    assert shard_count(8193) == 4  # 2,049 each: the first power of two at 4,096 or fewer
+    assert shard_count(10000) == 4
+    assert shard_count(200000) == 64  # 3,125 each
+    assert shard_count(10**9) == 256  # capped
+    for capacity in (8193, 10000, 16384, 16385, 200000, 1 << 20):
+        count = shard_count(capacity)
+        assert count & (count - 1) == 0 and -(-capacity // count) <= 4096
+
+
+def _numbered(cache: Cache, count: int, now: float = T0) -> list[bytes]:
+    """Store `count` distinct one-answer replies quickly (one dnspython reply, names patched
+    in place: same length); return their keys in the order stored."""
+    base_query = _query("n00000.example.")
+    wire = bytearray(_a(name="n00000.example.").to_wire())
+    key = bytearray(_key(base_query))
+    keys = []
+    for i in range(count):
+        label = f"n{i:05d}".encode()
+        wire[13:19] = label  # QNAME's first label (after its length octet at 12)
+        key[1:7] = label
+        keys.append(bytes(key))
+        assert _put_wire(cache, keys[-1], bytes(wire), now) is not None
+    return keys
+
+
+def test_a_sharded_cache_holds_exactly_its_capacity_and_keeps_the_recent_entries() -> None:
+    cache = Cache(10000)
+    assert cache.shards == 4
+    keys = _numbered(cache, 15000)
+    assert len(cache) == 10000  # every shard is full and none went over its share
+    assert cache.evictions == 5000
+    assert len(set(cache.keys())) == 10000
+    # Each shard evicts its own least recently used: the newest entries are all still there.
+    for key in keys[-1000:]:
+        assert cache.get(key, T0 + 1) is not None
+    # And the oldest are all gone (each shard saw well over its 2,500 stores).
+    assert all(cache.get(key, T0 + 1) is None for key in keys[:500])
+
+
+def test_a_sharded_cache_serves_counts_and_expires_like_one_lru() -> None:
+    cache = Cache(9000)
+    assert cache.shards == 4
+    keys = _numbered(cache, 600)
+    assert len(cache) == 600 and cache.evictions == 0
+    for key in keys[::3]:
+        entry = cache.get(key, T0 + 10)
+        assert entry is not None and entry.key == key
+    assert cache.hit_counts() == {(1, 0, False): 200}  # summed over every shard
+    # TTL 300: everything has expired at T0 + 300; nothing is served, each miss is counted.
+    assert all(cache.get(key, T0 + 300) is None for key in keys)
+    assert cache.expired == 600 and len(cache) == 0
