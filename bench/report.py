@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from servers import FORWARDERS, find_binary, knot_config, unbound_config
 
 if TYPE_CHECKING:
-    from run_bench import Measurement, MemoryResult
+    from run_bench import Measurement, MemoryResult, ScalingResult
 
 __all__ = ["BEGIN", "END", "Run", "machine", "render", "write"]
 
@@ -55,6 +55,7 @@ class Run:
     redone: int
     nice: int
     rt: bool
+    scaling: list[ScalingResult]
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -243,6 +244,27 @@ def memory_table(run: Run) -> list[str]:
     return rows
 
 
+def scaling_table(run: Run) -> list[str]:
+    """Hit QPS and q/CPU-s per number of serving processes; the ratio to 1 process per round."""
+    rows = [
+        "| serving processes | hit QPS | QPS ÷ 1 process | server CPU busy | dnsperf CPU busy "
+        "| both CPUs busy | q/CPU-s | lost |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    one = {x.round: x.qps for x in run.scaling if x.processes == 1}
+    for n in sorted({x.processes for x in run.scaling}):
+        mine = [x for x in run.scaling if x.processes == n]
+        gains = [x.qps / one[x.round] for x in mine if one.get(x.round)]
+        rows.append(
+            f"| {n} | {_span([x.qps for x in mine])} | {_ratio(gains)} "
+            f"| {_span([x.cpu / x.run_time for x in mine], _pct)} "
+            f"| {_span([x.dnsperf_cpu / x.run_time for x in mine], _pct)} "
+            f"| {_span([x.machine_cpu / x.run_time / 2 for x in mine], _pct)} "
+            f"| {_span([x.per_cpu for x in mine])} | {sum(x.lost for x in mine)} |"
+        )
+    return rows
+
+
 def pico_counters(run: Run) -> list[str]:
     """PicoDNS's non-zero trouble counters, summed per workload over its rounds."""
     per: dict[str, dict[str, float]] = {}
@@ -270,6 +292,7 @@ _NOISE = re.compile(
 def log_lines(run: Run) -> list[str]:
     notes = [n for m in run.results for n in m.log_lines]
     notes += [n for x in run.memory for n in x.log_lines]
+    notes += [n for x in run.scaling for n in x.log_lines]
     if not notes:
         return ["None: no warnings or errors in any forwarder's log."]
     counts: dict[str, int] = {}
@@ -404,6 +427,20 @@ def render(run: Run) -> str:
             "(msg-cache 128 MB, rrset-cache 256 MB) can hold all of them. The last column "
             "re-asks 200 random names of the 100,000 a second later and counts answers whose TTL "
             "is below the zone's 3600, i.e. answers from the cache.",
+            "",
+        ]
+    if run.scaling:
+        out += [
+            "### PicoDNS on one and on two serving processes (`-processes`), cache hits",
+            "",
+            *scaling_table(run),
+            "",
+            "Nothing pinned here, neither PicoDNS nor dnsperf (`-T 2 -c 20`, so that "
+            "SO_REUSEPORT spreads the 20 client sockets over the processes); rounds interleaved. "
+            "CPU busy: CPU-seconds ÷ run time (100% = one core); 'both CPUs busy' counts every "
+            "task on the machine, kernel included, against its two cores. When both CPUs are "
+            "near 100%, a second serving process can only take CPU time from the load "
+            "generator: the gain is bounded by the machine, not by PicoDNS.",
             "",
         ]
     out += [

@@ -11,6 +11,8 @@ What it does, in order (BENCHMARKS.md explains the why):
    knotd) at full speed for QPS and CPU seconds; then dnsperf at fixed rates with `-v` for
    per-query latency percentiles.
 3. Memory: a fresh forwarder per kind is sent 100,000 distinct names; VmRSS before and after.
+4. Scaling: PicoDNS with `-processes 1` and `-processes 2`, nothing pinned (dnsperf neither),
+   interleaved rounds of the hit workload at full speed.
 
 Safety rules kept here and in servers.py: every server binds 127.0.0.1 only; every forwarder
 forwards only to the loopback knotd started here; every load run is bounded by dnsperf's `-l`
@@ -76,6 +78,10 @@ RETRIES_EACH = 2  # most times one disturbed measurement is redone (other jobs m
 RT_PRIORITY = 10  # SCHED_RR priority of every process in a fixed-rate run (with --rt)
 RT_LOAD_LIMIT = 0.8  # ... unless it offers more than this share of the server's full-speed QPS
 LATENCY_ARGS = ("-T", "1", "-c", "4", "-q", "100", "-t", "2", "-v")
+# The scaling runs: two dnsperf threads and 20 client sockets, so that SO_REUSEPORT's hash of
+# the source address spreads the queries over both serving processes.
+SCALING_ARGS = ("-T", "2", "-c", "20", "-q", "200", "-t", "2")
+SCALING_PROCESSES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -421,6 +427,27 @@ class MemoryResult:
     metrics: dict[str, float]
 
 
+@dataclass
+class ScalingResult:
+    """PicoDNS with `processes` serving processes, unpinned: one full-speed hit run."""
+
+    processes: int
+    round: int
+    qps: float
+    completed: int
+    lost: int
+    run_time: float
+    cpu: float  # the supervisor and every serving process
+    dnsperf_cpu: float
+    machine_cpu: float  # every task on both CPUs, kernel included
+    other_jobs: float
+    log_lines: list[str]
+
+    @property
+    def per_cpu(self) -> float:
+        return self.completed / self.cpu if self.cpu > 0 else 0.0
+
+
 class Bench:
     """Everything one run needs: the temp dir, the processes, the knotd upstream, the plan."""
 
@@ -433,6 +460,9 @@ class Bench:
         self.procs = procs
         cores = sorted(os.sched_getaffinity(0))
         self.core_ids = (cores[0], cores[-1])
+        # "Not pinned": every CPU this script had at the start. Children inherit the script's own
+        # affinity (CPU 1 below), so unpinned processes must be given all CPUs explicitly.
+        self.any_cpu = ["taskset", "-c", ",".join(map(str, cores))]
         if len(cores) >= 2:
             self.server_pin = ["taskset", "-c", str(cores[0])]
             self.load_pin = ["taskset", "-c", str(cores[1])]
@@ -485,17 +515,22 @@ class Bench:
         self.repin(self.knot, self.core_ids[1])
         self.commands["1 knotd"] = shlex.join(argv)
 
-    def start_forwarder(self, fw: Forwarder) -> tuple[Running, int, int]:
+    def start_forwarder(
+        self, fw: Forwarder, extra: tuple[str, ...] = (), pinned: bool = True
+    ) -> tuple[Running, int, int]:
         """Start `fw` on a free port; return it, its DNS port and its metrics port (or 0)."""
         port = free_port()
         metrics_port = 0
-        extra: tuple[str, ...] = ()
         if fw.name == "picodns" and self.pico_metrics:
             metrics_port = free_port()
-            extra = ("-metrics-listen", f"127.0.0.1:{metrics_port}")
-        argv = fw.argv(self.workdir, port, self.knot_port, self.server_pin, extra)
+            extra = (*extra, "-metrics-listen", f"127.0.0.1:{metrics_port}")
+        pin = self.server_pin if pinned else self.any_cpu
+        argv = fw.argv(self.workdir, port, self.knot_port, pin, extra)
         running = self.procs.start(fw.name, argv)
         self.procs.wait_ready(running, port, FIXED_NAMES[0][0], "A")
+        if not pinned:
+            self.commands[f"6 {fw.name} {shlex.join(extra[:2])}"] = shlex.join(argv)
+            return running, port, metrics_port
         self.repin(running, self.core_ids[0])
         self.commands[f"2 {fw.name}"] = shlex.join(argv)
         if fw.name == "picodns" and not self.pico_banner:
@@ -681,6 +716,39 @@ class Bench:
             metrics,
         )
 
+    def scaling(self, processes: int, round_no: int) -> ScalingResult:
+        """A fresh PicoDNS with `processes` serving processes, nothing pinned: full-speed hits."""
+        assert self.knot is not None
+        self.wait_for_quiet()
+        pico = next(fw for fw in FORWARDERS if fw.name == "picodns")
+        extra = ("-processes", str(processes))
+        running, port, _ = self.start_forwarder(pico, extra, pinned=False)
+        try:
+            data = self.workdir / "hit.txt"
+            # Warm every process's cache: the same 20 sockets as the run spread over them.
+            warm = ["-n", "5", "-Q", "2000", "-c", "20", "-t", "2"]
+            dnsperf(self.any_cpu, port, data, warm, 10)
+            before = Snapshot.take(running.pid, self.knot.pid)
+            args = ["-l", f"{self.plan.seconds:g}", *SCALING_ARGS]
+            perf = dnsperf(self.any_cpu, port, data, args, self.plan.seconds)
+            after = Snapshot.take(running.pid, self.knot.pid)
+            self.commands["7 dnsperf scaling"] = shlex.join(perf.argv)
+        finally:
+            notes = self.stop_forwarder(running)
+        return ScalingResult(
+            processes,
+            round_no,
+            perf.qps,
+            perf.completed,
+            perf.lost,
+            perf.run_time,
+            after.forwarder - before.forwarder,
+            after.dnsperf - before.dnsperf,
+            after.machine - before.machine,
+            after.other_jobs(before),
+            notes,
+        )
+
 
 def _from_cache(port: int, name: str) -> bool:
     """True when the forwarder answers `name` with a TTL below the zone's (so from its cache)."""
@@ -760,6 +828,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory measurement")
     parser.add_argument(
+        "--no-scaling", action="store_true", help="skip the 1-versus-2-process measurement"
+    )
+    parser.add_argument(
         "--nice",
         type=int,
         default=-10 if os.geteuid() == 0 else 0,
@@ -797,6 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     results: list[Measurement] = []
     memory: list[MemoryResult] = []
+    scaling: list[ScalingResult] = []
     retries, redone = plan.retries, 0
     with tempfile.TemporaryDirectory(prefix="picodns-bench-") as tmp, Processes(Path(tmp)) as procs:
         bench = Bench(plan, Path(tmp), procs, args.nice, args.rt)
@@ -829,6 +901,19 @@ def main(argv: list[str] | None = None) -> int:
                     f"{mem.lost}; {mem.cached_sample}/{mem.sample_size} sampled from cache",
                     flush=True,
                 )
+        if not args.no_scaling and pico_supports("-processes"):
+            for r in range(plan.rounds):
+                order = SCALING_PROCESSES if r % 2 == 0 else SCALING_PROCESSES[::-1]
+                for processes in order:
+                    sc = bench.scaling(processes, r + 1)
+                    scaling.append(sc)
+                    print(
+                        f"scaling  round {r + 1} processes={processes} qps={sc.qps:7.0f} "
+                        f"cpu={sc.cpu:5.2f}s q/cpu={sc.per_cpu:7.0f} lost={sc.lost} "
+                        f"dnsperf={sc.dnsperf_cpu:.2f}s machine={sc.machine_cpu:.2f}s "
+                        f"other={sc.other_jobs:.2f}s",
+                        flush=True,
+                    )
         section = report.render(
             report.Run(
                 quick=args.quick,
@@ -842,6 +927,7 @@ def main(argv: list[str] | None = None) -> int:
                 results=results,
                 memory=memory,
                 memory_names=MEMORY_NAMES,
+                scaling=scaling,
                 redone=redone,
                 nice=args.nice,
                 rt=args.rt,
@@ -856,6 +942,7 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "results": [asdict(m) | {"per_cpu": m.per_cpu} for m in results],
             "memory": [asdict(m) for m in memory],
+            "scaling": [asdict(m) | {"per_cpu": m.per_cpu} for m in scaling],
         }
         args.json.write_text(json.dumps(payload, indent=1))
     return 0
