@@ -456,6 +456,9 @@ class Bench:
     ) -> None:
         self.plan = plan
         self.rt = rt
+        if nice:
+            # Inherited by every process started from here: knotd, the forwarders, dnsperf.
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
         self.workdir = workdir
         self.procs = procs
         cores = sorted(os.sched_getaffinity(0))
