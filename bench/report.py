@@ -248,7 +248,7 @@ def scaling_table(run: Run) -> list[str]:
     """Hit QPS and q/CPU-s per number of serving processes; the ratio to 1 process per round."""
     rows = [
         "| serving processes | hit QPS | QPS ÷ 1 process | server CPU busy | dnsperf CPU busy "
-        "| both CPUs busy | q/CPU-s | lost |",
+        "| CPUs idle | q/CPU-s | lost |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     one = {x.round: x.qps for x in run.scaling if x.processes == 1}
@@ -259,7 +259,7 @@ def scaling_table(run: Run) -> list[str]:
             f"| {n} | {_span([x.qps for x in mine])} | {_ratio(gains)} "
             f"| {_span([x.cpu / x.run_time for x in mine], _pct)} "
             f"| {_span([x.dnsperf_cpu / x.run_time for x in mine], _pct)} "
-            f"| {_span([x.machine_cpu / x.run_time / 2 for x in mine], _pct)} "
+            f"| {_span([x.idle for x in mine], _pct)} "
             f"| {_span([x.per_cpu for x in mine])} | {sum(x.lost for x in mine)} |"
         )
     return rows
@@ -437,10 +437,11 @@ def render(run: Run) -> str:
             "",
             "Nothing pinned here, neither PicoDNS nor dnsperf (`-T 2 -c 20`, so that "
             "SO_REUSEPORT spreads the 20 client sockets over the processes); rounds interleaved. "
-            "CPU busy: CPU-seconds ÷ run time (100% = one core); 'both CPUs busy' counts every "
-            "task on the machine, kernel included, against its two cores. When both CPUs are "
-            "near 100%, a second serving process can only take CPU time from the load "
-            "generator: the gain is bounded by the machine, not by PicoDNS.",
+            "CPU busy: CPU-seconds ÷ run time (100% = one core); 'CPUs idle': the share of all "
+            "CPUs' time nobody used during the run (/proc/stat). When the server and dnsperf "
+            "together use about all the cores there are and little is idle, a second serving "
+            "process can only take CPU time from the load generator: the gain is bounded by the "
+            "machine, not by PicoDNS.",
             "",
         ]
     out += [

@@ -160,6 +160,12 @@ def _busy_ticks(cpu: str = "cpu") -> int:
     return 0
 
 
+def _idle_ticks() -> int:
+    """Ticks every CPU spent idle (idle + iowait), from /proc/stat."""
+    values = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return int(values[3]) + int(values[4])
+
+
 def _udp_drops() -> int:
     """Datagrams the kernel dropped for full buffers, machine-wide (/proc/net/snmp)."""
     rows = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
@@ -439,7 +445,7 @@ class ScalingResult:
     run_time: float
     cpu: float  # the supervisor and every serving process
     dnsperf_cpu: float
-    machine_cpu: float  # every task on both CPUs, kernel included
+    idle: float  # share of all CPUs' time left idle during the run (0..1)
     other_jobs: float
     log_lines: list[str]
 
@@ -466,6 +472,7 @@ class Bench:
         # "Not pinned": every CPU this script had at the start. Children inherit the script's own
         # affinity (CPU 1 below), so unpinned processes must be given all CPUs explicitly.
         self.any_cpu = ["taskset", "-c", ",".join(map(str, cores))]
+        self.cpus = len(cores)
         if len(cores) >= 2:
             self.server_pin = ["taskset", "-c", str(cores[0])]
             self.load_pin = ["taskset", "-c", str(cores[1])]
@@ -732,8 +739,10 @@ class Bench:
             warm = ["-n", "5", "-Q", "2000", "-c", "20", "-t", "2"]
             dnsperf(self.any_cpu, port, data, warm, 10)
             before = Snapshot.take(running.pid, self.knot.pid)
+            idle, began = _idle_ticks(), time.monotonic()
             args = ["-l", f"{self.plan.seconds:g}", *SCALING_ARGS]
             perf = dnsperf(self.any_cpu, port, data, args, self.plan.seconds)
+            idle, took = _idle_ticks() - idle, time.monotonic() - began
             after = Snapshot.take(running.pid, self.knot.pid)
             self.commands["7 dnsperf scaling"] = shlex.join(perf.argv)
         finally:
@@ -747,7 +756,7 @@ class Bench:
             perf.run_time,
             after.forwarder - before.forwarder,
             after.dnsperf - before.dnsperf,
-            after.machine - before.machine,
+            idle / CLK_TCK / took / self.cpus,
             after.other_jobs(before),
             notes,
         )
@@ -913,7 +922,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"scaling  round {r + 1} processes={processes} qps={sc.qps:7.0f} "
                         f"cpu={sc.cpu:5.2f}s q/cpu={sc.per_cpu:7.0f} lost={sc.lost} "
-                        f"dnsperf={sc.dnsperf_cpu:.2f}s machine={sc.machine_cpu:.2f}s "
+                        f"dnsperf={sc.dnsperf_cpu:.2f}s idle={sc.idle:.0%} "
                         f"other={sc.other_jobs:.2f}s",
                         flush=True,
                     )
