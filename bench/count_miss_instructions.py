@@ -83,8 +83,10 @@ async def main(n: int, reply: Callable[[bytes], bytes]) -> None:
     upstream = resolver.client.upstreams[0]
     sock = _Socket()
     loop = asyncio.get_running_loop()
-    upstream_module.MAX_SOCKET_USES = 1 << 62  # one stand-in socket, never retired: older
-    if hasattr(upstream, "max_uses"):  # builds read the module's value per query, newer this
+    # One stand-in socket, never retired. Builds before 440ad43 read the module's limit per
+    # query; later ones copy it into each Upstream when it is made.
+    upstream_module.MAX_SOCKET_USES = 1 << 62
+    if hasattr(upstream, "max_uses"):
         upstream.max_uses = 1 << 62
     channel = upstream_module._Channel(upstream, loop)  # connected to 127.0.0.1:9, never sent on
     loop.remove_reader(channel.fd)

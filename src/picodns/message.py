@@ -32,13 +32,12 @@ from picodns.wire import (
     FLAG_TC,
     HEADER,
     HEADER_SIZE,
-    MAX_LABEL,
-    MAX_NAME,
     MAX_UDP_SIZE,
     MIN_UDP_PAYLOAD,
     TYPE_OPT,
     TYPE_SOA,
     Edns,
+    qname_end,
     read_message,
     scan_qname,
     skip_name,
@@ -205,26 +204,16 @@ def _remember(body: bytes, scanned: Scan | None) -> None:
 
 
 def _scan(buf: bytes) -> Scan | None:
-    end = len(buf)
-    # QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT's high byte 0: by index, no slice.
-    if end < 17 or buf[2] & 0xF8 or buf[4] or buf[5] != 1 or buf[6] or buf[7] or buf[8]:
+    # Opcode QUERY, QR 0; QDCOUNT 1, ANCOUNT 0, NSCOUNT 0, ARCOUNT's high byte 0: by index.
+    if len(buf) < 17 or buf[2] & 0xF8 or buf[5] != 1:
         return None
-    if buf[9] or buf[10]:
+    if buf[4] or buf[6] or buf[7] or buf[8] or buf[9] or buf[10]:
         return None
-    # QNAME label by label, with scan_qname's checks (a few steps, plain C compiled): what
-    # is remembered is a valid name, so the miss path does not walk it again.
-    pos = HEADER_SIZE
-    while True:
-        if pos >= end:
-            return None
-        n = buf[pos]
-        if n == 0:
-            break
-        if n > MAX_LABEL:
-            return None  # a pointer or another label type: parse_query decides
-        pos += n + 1
-    qend = pos + 1
-    if qend - HEADER_SIZE > MAX_NAME:
+    # QNAME label by label, with scan_qname's checks: what is remembered is a valid name, so
+    # the miss path does not walk it again. Anything else (a pointer, an overrun, too long):
+    # parse_query decides.
+    qend = qname_end(buf, HEADER_SIZE)
+    if qend < 0:
         return None
     tail = buf[qend:]
     info = _TAILS.get(tail)

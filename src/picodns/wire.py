@@ -46,6 +46,7 @@ __all__ = [
     "Question",
     "ResourceRecord",
     "name_to_text",
+    "qname_end",
     "read_message",
     "read_name",
     "read_opt",
@@ -78,7 +79,6 @@ FLAG_CD: Final = 0x0010
 
 HEADER: Final = struct.Struct("!HHHHHH")  # id, flags, qdcount, ancount, nscount, arcount
 RR_FIXED: Final = struct.Struct("!HHIH")  # type, class, ttl, rdlength
-_U16: Final = struct.Struct("!H")
 BYTE: Final = tuple(bytes((i,)) for i in range(256))
 """Every one-byte bytes object, made once: a byte built from an int without a call."""
 
@@ -155,26 +155,41 @@ def read_name(buf: bytes, pos: int, end: int) -> tuple[bytes, int]:
     return b"".join(labels), after
 
 
+_QNAME_ERRORS: Final = (
+    "",
+    "question name runs past the end of the message",  # -1
+    "compressed or invalid label in question name",  # -2
+    "name longer than 255 octets",  # -3
+)
+
+
+def qname_end(buf: bytes, pos: int) -> int:
+    """:func:`scan_qname` without the exception, for the hot path: the offset just after the
+    name at `pos`, or -1 (overrun), -2 (a pointer or a label over 63), -3 (over 255 octets)."""
+    end = len(buf)
+    start = pos
+    while True:
+        if pos >= end:
+            return -1
+        n = buf[pos]
+        if n == 0:
+            pos += 1
+            return pos if pos - start <= MAX_NAME else -3
+        if n > MAX_LABEL:
+            return -2
+        pos += n + 1
+
+
 def scan_qname(buf: bytes, pos: int) -> int:
     """Return the offset just after the uncompressed name at `pos` (a question's QNAME).
 
     A question's name is the first name in a message, so it cannot be compressed: any pointer
     is rejected. Raises WireError for an overrun, a label over 63 or a name over 255 octets.
     """
-    end = len(buf)
-    start = pos
-    while True:
-        if pos >= end:
-            raise WireError("question name runs past the end of the message")
-        n = buf[pos]
-        if n == 0:
-            pos += 1
-            if pos - start > MAX_NAME:
-                raise WireError("name longer than 255 octets")
-            return pos
-        if n > MAX_LABEL:
-            raise WireError("compressed or invalid label in question name")
-        pos += n + 1
+    qend = qname_end(buf, pos)
+    if qend < 0:
+        raise WireError(_QNAME_ERRORS[-qend])
+    return qend
 
 
 def name_to_text(wire: bytes) -> str:
